@@ -16,9 +16,14 @@ async fn main() -> anyhow::Result<()> {
         let value = format!("hello #{i}");
         // `send` enqueues (waiting if the queue is full); awaiting its result waits for
         // the broker's acknowledgement.
-        let delivery = producer.send(Record::to("greetings").key(&key).value(&value)).await?;
+        let delivery = producer
+            .send(Record::to("greetings").key(&key).value(&value))
+            .await?;
         let d = delivery.await?;
-        println!("produced {value:?} -> partition {} offset {}", d.partition, d.offset);
+        println!(
+            "produced {value:?} -> partition {} offset {}",
+            d.partition, d.offset
+        );
     }
 
     let mut consumer = Consumer::new(
@@ -30,7 +35,11 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..10 {
         let m = consumer.recv().await?;
         let text = String::from_utf8_lossy(m.payload().unwrap_or_default());
-        println!("consumed {text:?} from partition {} offset {}", m.partition(), m.offset());
+        println!(
+            "consumed {text:?} from partition {} offset {}",
+            m.partition(),
+            m.offset()
+        );
         consumer.commit_message(&m).await?;
     }
     consumer.close().await?;

@@ -34,7 +34,9 @@ pub(crate) struct NativeClient {
 
 impl NativeClient {
     pub(crate) fn ptr(&self) -> *mut sys::rd_kafka_t {
-        self.rk.as_ref().map_or(std::ptr::null_mut(), NativePtr::ptr)
+        self.rk
+            .as_ref()
+            .map_or(std::ptr::null_mut(), NativePtr::ptr)
     }
 }
 
@@ -77,7 +79,6 @@ pub(crate) struct Client {
     stats: watch::Sender<Option<Arc<Statistics>>>,
     fatal: watch::Sender<Option<Error>>,
     kind: Kind,
-    pub(crate) config: ClientConfig,
     native: NativeClient,
 }
 
@@ -91,7 +92,10 @@ impl Client {
         unsafe {
             sys::rd_kafka_conf_set_events(
                 conf.ptr(),
-                events | sys::RD_KAFKA_EVENT_ERROR | sys::RD_KAFKA_EVENT_STATS | sys::RD_KAFKA_EVENT_LOG,
+                events
+                    | sys::RD_KAFKA_EVENT_ERROR
+                    | sys::RD_KAFKA_EVENT_STATS
+                    | sys::RD_KAFKA_EVENT_LOG,
             )
         };
         let rd_type = match kind {
@@ -100,13 +104,14 @@ impl Client {
         };
         let mut errstr = [0 as std::os::raw::c_char; 512];
         // SAFETY: `rd_kafka_new` takes ownership of the conf only on success.
-        let rk = unsafe { sys::rd_kafka_new(rd_type, conf.ptr(), errstr.as_mut_ptr(), errstr.len()) };
+        let rk =
+            unsafe { sys::rd_kafka_new(rd_type, conf.ptr(), errstr.as_mut_ptr(), errstr.len()) };
         // SAFETY: non-null `rk` is a new handle we own.
         let Some(rk) = (unsafe { NativePtr::from_ptr(rk) }) else {
             return Err(Error::ClientCreation(cstr_to_string(errstr.as_ptr())));
         };
         conf.into_raw(); // now owned by `rk`
-        // SAFETY: valid handle; a null queue routes logs to the main queue.
+                         // SAFETY: valid handle; a null queue routes logs to the main queue.
         Error::check(unsafe { sys::rd_kafka_set_log_queue(rk.ptr(), std::ptr::null_mut()) })?;
         // SAFETY: valid handle; both calls return new queue handles we own.
         let (main, replies) = unsafe {
@@ -116,7 +121,9 @@ impl Client {
             )
         };
         let (Some(main), Some(replies)) = (main, replies) else {
-            return Err(Error::ClientCreation("could not get the client's queues".into()));
+            return Err(Error::ClientCreation(
+                "could not get the client's queues".into(),
+            ));
         };
         let client = Arc::new(Self {
             main: IoQueue::new(main, readiness.clone()),
@@ -130,7 +137,6 @@ impl Client {
             stats: watch::channel(None).0,
             fatal: watch::channel(None).0,
             kind,
-            config: config.clone(),
             native: NativeClient { rk: Some(rk) },
         });
         tokio::spawn(drive(client.clone()));
@@ -170,7 +176,7 @@ impl Client {
         self.wake_driver.notify_one();
     }
 
-    /// Caches an interned C string for a topic name (for APIs that take `const char*`).
+    /// A C string for a name (for APIs that take `const char*`); NUL bytes are an error.
     pub(crate) fn cstring(s: &str) -> Result<CString> {
         CString::new(s).map_err(|_| Error::InvalidArgument(format!("NUL byte in {s:?}")))
     }
@@ -225,7 +231,9 @@ impl Client {
         let mut total = 0;
         loop {
             // SAFETY: valid DR event; `batch` has room for `batch.len()` pointers.
-            let n = unsafe { sys::rd_kafka_event_message_array(event.ptr(), batch.as_mut_ptr(), batch.len()) };
+            let n = unsafe {
+                sys::rd_kafka_event_message_array(event.ptr(), batch.as_mut_ptr(), batch.len())
+            };
             if n == 0 {
                 break;
             }
@@ -361,7 +369,10 @@ impl OpFuture {
 impl std::future::Future for OpFuture {
     type Output = Result<Event>;
 
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         let out = std::task::ready!(self.client.ops.poll(self.key, cx));
         self.done = true;
         std::task::Poll::Ready(out)

@@ -126,7 +126,9 @@ impl Rebalance {
                 if self.cooperative {
                     let tpl = self.partitions.to_native()?;
                     // SAFETY: valid handle and list.
-                    Error::from_rd_error(unsafe { sys::rd_kafka_incremental_unassign(rk, tpl.ptr()) })
+                    Error::from_rd_error(unsafe {
+                        sys::rd_kafka_incremental_unassign(rk, tpl.ptr())
+                    })
                 } else {
                     // SAFETY: valid handle; null unassigns everything.
                     Error::check(unsafe { sys::rd_kafka_assign(rk, std::ptr::null()) })
@@ -189,7 +191,8 @@ impl Shared {
                 state.revoked.push((t, tp.partition));
             }
         }
-        self.revoked_count.store(state.revoked.len(), Ordering::Release);
+        self.revoked_count
+            .store(state.revoked.len(), Ordering::Release);
     }
 
     fn forget_revoked(&self, tpl: &TopicPartitionList) {
@@ -197,7 +200,8 @@ impl Shared {
         state
             .revoked
             .retain(|(t, p)| !tpl.contains(t.to_str().unwrap_or(""), *p));
-        self.revoked_count.store(state.revoked.len(), Ordering::Release);
+        self.revoked_count
+            .store(state.revoked.len(), Ordering::Release);
     }
 
     /// Forwards each partition's fetch queue to the message queue, before assigning, so
@@ -205,16 +209,26 @@ impl Shared {
     fn forward(&self, tpl: &TopicPartitionList) -> Result<()> {
         let split = self.lock().split.clone();
         for tp in tpl {
-            if split.iter().any(|(t, p)| *p == tp.partition && *t == tp.topic) {
+            if split
+                .iter()
+                .any(|(t, p)| *p == tp.partition && *t == tp.topic)
+            {
                 continue;
             }
             let topic = Client::cstring(&tp.topic)?;
             // SAFETY: valid handle; returns a new reference to the partition's queue.
             let pq = unsafe {
-                NativePtr::from_ptr(sys::rd_kafka_queue_get_partition(self.client.ptr(), topic.as_ptr(), tp.partition))
+                NativePtr::from_ptr(sys::rd_kafka_queue_get_partition(
+                    self.client.ptr(),
+                    topic.as_ptr(),
+                    tp.partition,
+                ))
             };
             let Some(pq) = pq else {
-                return Err(Error::InvalidArgument(format!("no queue for {}[{}]", tp.topic, tp.partition)));
+                return Err(Error::InvalidArgument(format!(
+                    "no queue for {}[{}]",
+                    tp.topic, tp.partition
+                )));
             };
             // SAFETY: both queues are valid; the reference `pq` is released on drop.
             unsafe { sys::rd_kafka_queue_forward(pq.ptr(), self.messages.ptr()) };
@@ -242,7 +256,9 @@ impl Buffer {
         self.scratch.clear();
         self.scratch.reserve(BATCH);
         // SAFETY: valid queue; `scratch` has room for BATCH pointers; timeout 0.
-        let n = unsafe { sys::rd_kafka_consume_batch_queue(queue.ptr(), 0, self.scratch.as_mut_ptr(), BATCH) };
+        let n = unsafe {
+            sys::rd_kafka_consume_batch_queue(queue.ptr(), 0, self.scratch.as_mut_ptr(), BATCH)
+        };
         if n <= 0 {
             return 0;
         }
@@ -374,7 +390,9 @@ impl Consumer {
             )
         };
         let (Some(control), Some(messages)) = (control, messages) else {
-            return Err(Error::ClientCreation("not a group consumer: no consumer queue".into()));
+            return Err(Error::ClientCreation(
+                "not a group consumer: no consumer queue".into(),
+            ));
         };
         // Half the interval leaves room for a busy runtime.
         let keepalive_every = config.max_poll_interval_value() / 2;
@@ -450,7 +468,9 @@ impl Consumer {
         // SAFETY: as above.
         let list = unsafe { NativePtr::from_ptr(list) };
         // SAFETY: valid list.
-        Ok(list.map_or_else(TopicPartitionList::new, |l| unsafe { TopicPartitionList::from_native(l.ptr()) }))
+        Ok(list.map_or_else(TopicPartitionList::new, |l| unsafe {
+            TopicPartitionList::from_native(l.ptr())
+        }))
     }
 
     /// Waits for the next message; rebalances are applied as they come.
@@ -494,14 +514,22 @@ impl Consumer {
         loop {
             while let Some(event) = self.shared.control.poll_event() {
                 match event.kind() {
-                    sys::RD_KAFKA_EVENT_REBALANCE => return Poll::Ready(Ok(ConsumerEvent::Rebalance(self.begin_rebalance(&event)))),
+                    sys::RD_KAFKA_EVENT_REBALANCE => {
+                        return Poll::Ready(Ok(ConsumerEvent::Rebalance(
+                            self.begin_rebalance(&event),
+                        )))
+                    }
                     sys::RD_KAFKA_EVENT_ERROR => {
                         if let Err(err) = event.error() {
                             return Poll::Ready(Err(err));
                         }
                     }
-                    sys::RD_KAFKA_EVENT_OFFSET_COMMIT | sys::RD_KAFKA_EVENT_LOG | sys::RD_KAFKA_EVENT_STATS => {}
-                    other => tracing::error!(target: "rdkafka_async", kind = other, "unexpected event on the consumer queue"),
+                    sys::RD_KAFKA_EVENT_OFFSET_COMMIT
+                    | sys::RD_KAFKA_EVENT_LOG
+                    | sys::RD_KAFKA_EVENT_STATS => {}
+                    other => {
+                        tracing::error!(target: "rdkafka_async", kind = other, "unexpected event on the consumer queue")
+                    }
                 }
             }
             if let Some(m) = self.buffer.pop(&self.shared) {
@@ -509,7 +537,9 @@ impl Consumer {
             }
             let n = self.buffer.fill(&self.shared.messages);
             // librdkafka counted that as a poll: max.poll.interval.ms starts again.
-            self.keepalive.as_mut().reset(Instant::now() + self.keepalive_every);
+            self.keepalive
+                .as_mut()
+                .reset(Instant::now() + self.keepalive_every);
             if n > 0 {
                 continue;
             }
@@ -529,7 +559,9 @@ impl Consumer {
 
     fn begin_rebalance(&mut self, event: &crate::queue::Event) -> Rebalance {
         // SAFETY: valid rebalance event; the list is copied.
-        let partitions = unsafe { TopicPartitionList::from_native(sys::rd_kafka_event_topic_partition_list(event.ptr())) };
+        let partitions = unsafe {
+            TopicPartitionList::from_native(sys::rd_kafka_event_topic_partition_list(event.ptr()))
+        };
         // SAFETY: valid handle; the protocol name is static.
         let protocol = cstr_to_string(unsafe { sys::rd_kafka_rebalance_protocol(self.rk()) });
         let cooperative = protocol == "COOPERATIVE";
@@ -579,7 +611,11 @@ impl Consumer {
     /// Cancel safety: as [`Consumer::commit`].
     pub async fn commit_message(&self, message: &Message) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add(message.topic(), message.partition(), Offset::At(message.offset() + 1));
+        tpl.add(
+            message.topic(),
+            message.partition(),
+            Offset::At(message.offset() + 1),
+        );
         self.commit(&tpl).await
     }
 
@@ -594,33 +630,54 @@ impl Consumer {
     async fn commit_native(&self, list: *mut sys::rd_kafka_topic_partition_list_t) -> Result<()> {
         let op = self.shared.client.start_op();
         // SAFETY: valid handle, list (or null) and reply queue; the opaque is our slot.
-        let err = unsafe { sys::rd_kafka_commit_queue(self.rk(), list, self.shared.client.reply_queue(), None, op.opaque()) };
+        let err = unsafe {
+            sys::rd_kafka_commit_queue(
+                self.rk(),
+                list,
+                self.shared.client.reply_queue(),
+                None,
+                op.opaque(),
+            )
+        };
         if let Err(err) = Error::check(err) {
             op.cancel();
             return Err(err);
         }
         let event = op.await?;
         match event.error() {
-            Err(err) if err.code().is_some_and(|c| c.raw() == sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__NO_OFFSET) => {
+            Err(err)
+                if err.code().is_some_and(|c| {
+                    c.raw() == sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__NO_OFFSET
+                }) =>
+            {
                 return Ok(())
             }
             other => other?,
         }
         // SAFETY: valid commit event; the list is copied.
-        unsafe { TopicPartitionList::from_native(sys::rd_kafka_event_topic_partition_list(event.ptr())) }.first_error()
+        unsafe {
+            TopicPartitionList::from_native(sys::rd_kafka_event_topic_partition_list(event.ptr()))
+        }
+        .first_error()
     }
 
     /// The group's committed offsets for `partitions`, asked of the group coordinator.
     ///
     /// librdkafka has no asynchronous form of this call: it runs on tokio's blocking pool.
     /// Cancel safety: cancel safe (the answer is discarded).
-    pub async fn committed(&self, partitions: &TopicPartitionList, timeout: Duration) -> Result<TopicPartitionList> {
+    pub async fn committed(
+        &self,
+        partitions: &TopicPartitionList,
+        timeout: Duration,
+    ) -> Result<TopicPartitionList> {
         let client = self.shared.client.clone();
         let native = partitions.to_native()?;
         let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         tokio::task::spawn_blocking(move || {
             // SAFETY: valid handle and list; this blocks at most `timeout_ms`, off the runtime.
-            Error::check(unsafe { sys::rd_kafka_committed(client.ptr(), native.ptr(), timeout_ms) })?;
+            Error::check(unsafe {
+                sys::rd_kafka_committed(client.ptr(), native.ptr(), timeout_ms)
+            })?;
             // SAFETY: the list now holds the answer.
             Ok(unsafe { TopicPartitionList::from_native(native.ptr()) })
         })
@@ -641,7 +698,12 @@ impl Consumer {
     ///
     /// Runs on tokio's blocking pool (librdkafka has no asynchronous form).
     /// Cancel safety: cancel safe.
-    pub async fn fetch_watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64)> {
+    pub async fn fetch_watermarks(
+        &self,
+        topic: &str,
+        partition: i32,
+        timeout: Duration,
+    ) -> Result<(i64, i64)> {
         let client = self.shared.client.clone();
         let topic = Client::cstring(topic)?;
         let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
@@ -649,7 +711,14 @@ impl Consumer {
             let (mut low, mut high) = (0i64, 0i64);
             // SAFETY: valid handle and name; blocks at most `timeout_ms`, off the runtime.
             Error::check(unsafe {
-                sys::rd_kafka_query_watermark_offsets(client.ptr(), topic.as_ptr(), partition, &mut low, &mut high, timeout_ms)
+                sys::rd_kafka_query_watermark_offsets(
+                    client.ptr(),
+                    topic.as_ptr(),
+                    partition,
+                    &mut low,
+                    &mut high,
+                    timeout_ms,
+                )
             })?;
             Ok((low, high))
         })
@@ -662,7 +731,15 @@ impl Consumer {
         let topic = Client::cstring(topic)?;
         let (mut low, mut high) = (-1i64, -1i64);
         // SAFETY: valid handle and name.
-        Error::check(unsafe { sys::rd_kafka_get_watermark_offsets(self.rk(), topic.as_ptr(), partition, &mut low, &mut high) })?;
+        Error::check(unsafe {
+            sys::rd_kafka_get_watermark_offsets(
+                self.rk(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        })?;
         Ok((low, high))
     }
 
@@ -711,7 +788,9 @@ impl Consumer {
         self.closed = true;
         self.buffer.messages.clear();
         // SAFETY: valid handle and queue; the close continues on that queue.
-        Error::from_rd_error(unsafe { sys::rd_kafka_consumer_close_queue(self.rk(), self.shared.control.ptr()) })?;
+        Error::from_rd_error(unsafe {
+            sys::rd_kafka_consumer_close_queue(self.rk(), self.shared.control.ptr())
+        })?;
         let deadline = Instant::now() + timeout;
         let closing = async {
             loop {
@@ -732,7 +811,9 @@ impl Consumer {
             Ok(result) => result,
             Err(_) => {
                 tracing::warn!(target: "rdkafka_async", ?timeout, "consumer close timed out; the client is destroyed in the background");
-                Err(Error::from_code(sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__TIMED_OUT))
+                Err(Error::from_code(
+                    sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__TIMED_OUT,
+                ))
             }
         }
     }
@@ -747,8 +828,14 @@ impl Consumer {
             .ok_or_else(|| Error::ClientCreation("rd_kafka_queue_new failed".into()))?;
         let ctopic = Client::cstring(topic)?;
         // SAFETY: valid handle; returns a new reference to the partition's queue.
-        let source = unsafe { NativePtr::from_ptr(sys::rd_kafka_queue_get_partition(self.rk(), ctopic.as_ptr(), partition)) }
-            .ok_or_else(|| Error::InvalidArgument(format!("no queue for {topic}[{partition}]")))?;
+        let source = unsafe {
+            NativePtr::from_ptr(sys::rd_kafka_queue_get_partition(
+                self.rk(),
+                ctopic.as_ptr(),
+                partition,
+            ))
+        }
+        .ok_or_else(|| Error::InvalidArgument(format!("no queue for {topic}[{partition}]")))?;
         let queue = IoQueue::new(queue, readiness.clone());
         self.shared.lock().split.push((topic.to_owned(), partition));
         // SAFETY: both queues are valid.

@@ -37,6 +37,7 @@ mod native;
 mod queue;
 mod slots;
 
+pub mod admin;
 pub mod config;
 pub mod consumer;
 pub mod error;
@@ -46,6 +47,7 @@ pub mod producer;
 pub mod stats;
 pub mod topic_partition_list;
 
+pub use admin::{Admin, AdminOptions, Metadata, NewTopic, ResourceSpec};
 pub use config::{AssignmentStrategy, ClientConfig, Compression, OffsetReset};
 pub use consumer::{Consumer, ConsumerEvent, PartitionQueue, Rebalance, RebalanceKind};
 pub use error::{Error, ErrorCode, Result};

@@ -128,7 +128,8 @@ impl<'a> Headers<'a> {
     /// Number of headers.
     pub fn len(&self) -> usize {
         // SAFETY: valid headers owned by the message.
-        self.ptr.map_or(0, |h| unsafe { sys::rd_kafka_header_cnt(h.0) })
+        self.ptr
+            .map_or(0, |h| unsafe { sys::rd_kafka_header_cnt(h.0) })
     }
 
     /// Whether there are none.
@@ -143,19 +144,25 @@ impl<'a> Headers<'a> {
         let mut value = std::ptr::null();
         let mut size = 0;
         // SAFETY: valid headers; out-pointers are valid; results live as long as the message.
-        let err = unsafe { sys::rd_kafka_header_get_all(h.0, idx, &mut name, &mut value, &mut size) };
+        let err =
+            unsafe { sys::rd_kafka_header_get_all(h.0, idx, &mut name, &mut value, &mut size) };
         if err != sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             return None;
         }
         // SAFETY: the name is NUL-terminated and owned by the message.
-        let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_str().unwrap_or("");
+        let name = unsafe { std::ffi::CStr::from_ptr(name) }
+            .to_str()
+            .unwrap_or("");
         // SAFETY: `value` holds `size` bytes owned by the message.
         Some((name, unsafe { bytes(value, size) }))
     }
 
     /// The last value of header `name`.
     pub fn last(&self, name: &str) -> Option<Option<&'a [u8]>> {
-        self.iter().filter(|(n, _)| *n == name).last().map(|(_, v)| v)
+        self.iter()
+            .filter(|(n, _)| *n == name)
+            .last()
+            .map(|(_, v)| v)
     }
 
     /// Iterates over (name, value).

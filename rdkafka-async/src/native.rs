@@ -53,8 +53,6 @@ destroy_with! {
     sys::rd_kafka_mock_cluster_t => sys::rd_kafka_mock_cluster_destroy,
 }
 
-
-
 // SAFETY: `rd_kafka_metadata_destroy` frees what `rd_kafka_metadata` returned.
 unsafe impl Destroy for sys::rd_kafka_metadata_t {
     unsafe fn destroy(ptr: *mut Self) {

@@ -303,7 +303,9 @@ impl Producer {
         if record.headers.is_empty() {
             // SAFETY: valid handle; `fixed[..n]` is a well-formed argument list whose
             // borrowed bytes outlive the call (librdkafka copies them: MSG_F_COPY).
-            return Error::from_rd_error(unsafe { sys::rd_kafka_produceva(client, fixed.as_ptr(), n) });
+            return Error::from_rd_error(unsafe {
+                sys::rd_kafka_produceva(client, fixed.as_ptr(), n)
+            });
         }
         let names: Vec<std::ffi::CString> = record
             .headers
@@ -326,7 +328,13 @@ impl Producer {
 
     /// The cached topic handle for `name`, created on first use.
     fn topic_handle(&self, name: &str) -> Result<*mut sys::rd_kafka_topic_t> {
-        if let Some(t) = self.inner.topics.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+        if let Some(t) = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
             return Ok(t.0.ptr());
         }
         let mut topics = self.inner.topics.write().unwrap_or_else(|e| e.into_inner());
@@ -335,7 +343,13 @@ impl Producer {
         }
         let cname = Client::cstring(name)?;
         // SAFETY: valid handle and name; a null conf uses the defaults.
-        let rkt = unsafe { sys::rd_kafka_topic_new(self.inner.client.ptr(), cname.as_ptr(), std::ptr::null_mut()) };
+        let rkt = unsafe {
+            sys::rd_kafka_topic_new(
+                self.inner.client.ptr(),
+                cname.as_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
         // SAFETY: non-null `rkt` is a new reference we own.
         let handle = unsafe { NativePtr::from_ptr(rkt) }.ok_or_else(|| {
             // SAFETY: reads the calling thread's last librdkafka error.
@@ -394,10 +408,6 @@ impl Producer {
     /// The raw handle, for calls this crate does not wrap. Valid while `self` lives.
     pub fn native_handle(&self) -> *mut sys::rd_kafka_t {
         self.inner.client.ptr()
-    }
-
-    pub(crate) fn client(&self) -> &Arc<Client> {
-        &self.inner.client
     }
 }
 

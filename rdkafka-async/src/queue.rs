@@ -150,12 +150,6 @@ impl IoQueue {
         // SAFETY: valid queue; timeout 0 never blocks; the event is ours to destroy.
         unsafe { NativePtr::from_ptr(sys::rd_kafka_queue_poll(self.queue.ptr(), 0)) }.map(Event)
     }
-
-    /// Number of ops waiting in the queue.
-    pub(crate) fn len(&self) -> usize {
-        // SAFETY: valid queue.
-        unsafe { sys::rd_kafka_queue_length(self.queue.ptr()) }
-    }
 }
 
 impl Drop for IoQueue {
@@ -193,9 +187,12 @@ impl Event {
             return Ok(());
         }
         // SAFETY: valid event; the string lives as long as the event.
-        let message = crate::native::cstr_to_string(unsafe { sys::rd_kafka_event_error_string(self.ptr()) });
+        let message =
+            crate::native::cstr_to_string(unsafe { sys::rd_kafka_event_error_string(self.ptr()) });
+        // The fatal flag only exists on error events (elsewhere it reads unrelated bytes).
         // SAFETY: valid event.
-        let fatal = unsafe { sys::rd_kafka_event_error_is_fatal(self.ptr()) } != 0;
+        let fatal = self.kind() == sys::RD_KAFKA_EVENT_ERROR
+            && unsafe { sys::rd_kafka_event_error_is_fatal(self.ptr()) } != 0;
         let code = crate::ErrorCode::from(code);
         Err(Error::Kafka {
             code,

@@ -61,12 +61,6 @@ impl<T> Slots<T> {
         self.lock().insert(Slot::Waiting(None))
     }
 
-    /// Takes `n` new slots under one lock.
-    pub(crate) fn insert_many(&self, n: usize, out: &mut Vec<usize>) {
-        let mut slab = self.lock();
-        out.extend((0..n).map(|_| slab.insert(Slot::Waiting(None))));
-    }
-
     /// Frees a slot whose operation never reached librdkafka.
     pub(crate) fn cancel(&self, key: usize) {
         let mut slab = self.lock();
@@ -87,7 +81,11 @@ impl<T> Slots<T> {
     }
 
     /// Completes many slots under one lock; wakers are collected into `wakers`.
-    pub(crate) fn complete_many(&self, items: impl Iterator<Item = (usize, T)>, wakers: &mut Vec<Waker>) {
+    pub(crate) fn complete_many(
+        &self,
+        items: impl Iterator<Item = (usize, T)>,
+        wakers: &mut Vec<Waker>,
+    ) {
         let mut slab = self.lock();
         for (key, value) in items {
             if let Some(w) = Self::complete_locked(&mut slab, key, value) {
@@ -194,7 +192,10 @@ mod tests {
         let key = slots.insert();
         slots.complete(key, 7);
         let waker = Waker::noop();
-        assert_eq!(slots.poll(key, &mut Context::from_waker(waker)), Poll::Ready(7));
+        assert_eq!(
+            slots.poll(key, &mut Context::from_waker(waker)),
+            Poll::Ready(7)
+        );
         assert_eq!(slots.len(), 0);
     }
 
@@ -204,10 +205,16 @@ mod tests {
         let key = slots.insert();
         let flag = Arc::new(Flag(Default::default()));
         let waker = Waker::from(flag.clone());
-        assert_eq!(slots.poll(key, &mut Context::from_waker(&waker)), Poll::Pending);
+        assert_eq!(
+            slots.poll(key, &mut Context::from_waker(&waker)),
+            Poll::Pending
+        );
         slots.complete(key, 1);
         assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
-        assert_eq!(slots.poll(key, &mut Context::from_waker(&waker)), Poll::Ready(1));
+        assert_eq!(
+            slots.poll(key, &mut Context::from_waker(&waker)),
+            Poll::Ready(1)
+        );
     }
 
     #[test]

@@ -126,7 +126,12 @@ impl TopicPartitionList {
     }
 
     /// Adds `partitions` of `topic`, all at `offset`.
-    pub fn add_range(&mut self, topic: &str, partitions: std::ops::Range<i32>, offset: Offset) -> &mut Self {
+    pub fn add_range(
+        &mut self,
+        topic: &str,
+        partitions: std::ops::Range<i32>,
+        offset: Offset,
+    ) -> &mut Self {
         for p in partitions {
             self.add(topic, p, offset);
         }
@@ -182,13 +187,17 @@ impl TopicPartitionList {
     pub(crate) fn to_native(&self) -> Result<NativePtr<sys::rd_kafka_topic_partition_list_t>> {
         // SAFETY: returns a new list we own.
         let list = unsafe {
-            NativePtr::from_ptr(sys::rd_kafka_topic_partition_list_new(self.elements.len() as i32))
+            NativePtr::from_ptr(sys::rd_kafka_topic_partition_list_new(
+                self.elements.len() as i32
+            ))
         }
         .ok_or_else(|| Error::InvalidArgument("could not allocate a partition list".into()))?;
         for e in &self.elements {
             let topic = crate::client::Client::cstring(&e.topic)?;
             // SAFETY: valid list and topic string (copied by librdkafka).
-            let el = unsafe { sys::rd_kafka_topic_partition_list_add(list.ptr(), topic.as_ptr(), e.partition) };
+            let el = unsafe {
+                sys::rd_kafka_topic_partition_list_add(list.ptr(), topic.as_ptr(), e.partition)
+            };
             // SAFETY: `el` points into the list we own.
             unsafe { (*el).offset = e.offset.to_raw() };
             if let Some(md) = &e.metadata {
@@ -214,7 +223,8 @@ impl TopicPartitionList {
             return Self::default();
         }
         // SAFETY: caller contract: a valid list with `cnt` elements.
-        let elems = unsafe { std::slice::from_raw_parts((*list).elems, (*list).cnt.max(0) as usize) };
+        let elems =
+            unsafe { std::slice::from_raw_parts((*list).elems, (*list).cnt.max(0) as usize) };
         Self {
             elements: elems
                 .iter()
@@ -255,7 +265,15 @@ mod tests {
 
     #[test]
     fn offsets_round_trip() {
-        for o in [Offset::Beginning, Offset::End, Offset::Stored, Offset::Invalid, Offset::At(0), Offset::At(9), Offset::Tail(5)] {
+        for o in [
+            Offset::Beginning,
+            Offset::End,
+            Offset::Stored,
+            Offset::Invalid,
+            Offset::At(0),
+            Offset::At(9),
+            Offset::Tail(5),
+        ] {
             assert_eq!(Offset::from_raw(o.to_raw()), o);
         }
     }
@@ -263,7 +281,8 @@ mod tests {
     #[test]
     fn native_round_trip_keeps_everything() {
         let mut tpl = TopicPartitionList::new();
-        tpl.add("a", 0, Offset::At(5)).add("b", 3, Offset::Beginning);
+        tpl.add("a", 0, Offset::At(5))
+            .add("b", 3, Offset::Beginning);
         tpl.elements[0].metadata = Some("meta".into());
         let native = tpl.to_native().unwrap();
         // SAFETY: a valid list we own.
