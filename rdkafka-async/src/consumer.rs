@@ -590,11 +590,7 @@ impl Consumer {
     /// Stores offsets to be committed by auto-commit or [`Consumer::commit_stored`]
     /// (each offset is the next to read: last processed + 1).
     pub fn store_offsets(&self, offsets: &TopicPartitionList) -> Result<()> {
-        let native = offsets.to_native()?;
-        // SAFETY: valid handle and list.
-        Error::check(unsafe { sys::rd_kafka_offsets_store(self.rk(), native.ptr()) })?;
-        // SAFETY: the list is still valid; per-partition errors were written into it.
-        unsafe { TopicPartitionList::from_native(native.ptr()) }.first_error()
+        self.commit_handle().store_offsets(offsets)
     }
 
     /// Commits offsets (each the next to read: last processed + 1); resolves with the
@@ -602,21 +598,14 @@ impl Consumer {
     ///
     /// Cancel safety: cancelling does not cancel the commit, only the wait for its answer.
     pub async fn commit(&self, offsets: &TopicPartitionList) -> Result<()> {
-        let native = offsets.to_native()?;
-        self.commit_native(native.ptr()).await
+        self.commit_handle().commit(offsets).await
     }
 
     /// Commits the offset after `message`.
     ///
     /// Cancel safety: as [`Consumer::commit`].
     pub async fn commit_message(&self, message: &Message) -> Result<()> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add(
-            message.topic(),
-            message.partition(),
-            Offset::At(message.offset() + 1),
-        );
-        self.commit(&tpl).await
+        self.commit_handle().commit_message(message).await
     }
 
     /// Commits the offsets stored so far (see [`Consumer::store_offsets`]); nothing to
@@ -624,41 +613,15 @@ impl Consumer {
     ///
     /// Cancel safety: as [`Consumer::commit`].
     pub async fn commit_stored(&self) -> Result<()> {
-        self.commit_native(std::ptr::null_mut()).await
+        self.commit_handle().commit_stored().await
     }
 
-    async fn commit_native(&self, list: *mut sys::rd_kafka_topic_partition_list_t) -> Result<()> {
-        let op = self.shared.client.start_op();
-        // SAFETY: valid handle, list (or null) and reply queue; the opaque is our slot.
-        let err = unsafe {
-            sys::rd_kafka_commit_queue(
-                self.rk(),
-                list,
-                self.shared.client.reply_queue(),
-                None,
-                op.opaque(),
-            )
-        };
-        if let Err(err) = Error::check(err) {
-            op.cancel();
-            return Err(err);
+    /// A cloneable handle that stores and commits offsets from other tasks while this
+    /// consumer is busy in `recv`.
+    pub fn commit_handle(&self) -> CommitHandle {
+        CommitHandle {
+            shared: self.shared.clone(),
         }
-        let event = op.await?;
-        match event.error() {
-            Err(err)
-                if err.code().is_some_and(|c| {
-                    c.raw() == sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__NO_OFFSET
-                }) =>
-            {
-                return Ok(())
-            }
-            other => other?,
-        }
-        // SAFETY: valid commit event; the list is copied.
-        unsafe {
-            TopicPartitionList::from_native(sys::rd_kafka_event_topic_partition_list(event.ptr()))
-        }
-        .first_error()
     }
 
     /// The group's committed offsets for `partitions`, asked of the group coordinator.
@@ -909,6 +872,98 @@ impl futures_core::Stream for Consumer {
     }
 }
 
+/// Commits offsets of a [`Consumer`] from any task (see [`Consumer::commit_handle`]).
+///
+/// Commits made after the consumer was dropped fail with [`Error::Closed`] or a
+/// librdkafka error.
+#[derive(Clone)]
+pub struct CommitHandle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for CommitHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommitHandle")
+            .field("consumer", &self.shared.client.name())
+            .finish()
+    }
+}
+
+impl CommitHandle {
+    /// See [`Consumer::store_offsets`].
+    pub fn store_offsets(&self, offsets: &TopicPartitionList) -> Result<()> {
+        let native = offsets.to_native()?;
+        // SAFETY: valid handle and list.
+        Error::check(unsafe {
+            sys::rd_kafka_offsets_store(self.shared.client.ptr(), native.ptr())
+        })?;
+        // SAFETY: the list is still valid; per-partition errors were written into it.
+        unsafe { TopicPartitionList::from_native(native.ptr()) }.first_error()
+    }
+
+    /// See [`Consumer::commit`].
+    ///
+    /// Cancel safety: cancelling does not cancel the commit, only the wait for its answer.
+    pub async fn commit(&self, offsets: &TopicPartitionList) -> Result<()> {
+        let native = offsets.to_native()?;
+        self.commit_native(Some(native)).await
+    }
+
+    /// See [`Consumer::commit_message`].
+    ///
+    /// Cancel safety: as [`CommitHandle::commit`].
+    pub async fn commit_message(&self, message: &Message) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add(
+            message.topic(),
+            message.partition(),
+            Offset::At(message.offset() + 1),
+        );
+        self.commit(&tpl).await
+    }
+
+    /// See [`Consumer::commit_stored`].
+    ///
+    /// Cancel safety: as [`CommitHandle::commit`].
+    pub async fn commit_stored(&self) -> Result<()> {
+        self.commit_native(None).await
+    }
+
+    async fn commit_native(
+        &self,
+        list: Option<NativePtr<sys::rd_kafka_topic_partition_list_t>>,
+    ) -> Result<()> {
+        let client = &self.shared.client;
+        let op = client.start_op();
+        let ptr = list.as_ref().map_or(std::ptr::null_mut(), NativePtr::ptr);
+        // SAFETY: valid handle, list (or null) and reply queue; the opaque is our slot.
+        let err = unsafe {
+            sys::rd_kafka_commit_queue(client.ptr(), ptr, client.reply_queue(), None, op.opaque())
+        };
+        drop(list);
+        if let Err(err) = Error::check(err) {
+            op.cancel();
+            return Err(err);
+        }
+        let event = op.await?;
+        match event.error() {
+            Err(err)
+                if err.code().is_some_and(|c| {
+                    c.raw() == sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__NO_OFFSET
+                }) =>
+            {
+                return Ok(())
+            }
+            other => other?,
+        }
+        // SAFETY: valid commit event; the list is copied.
+        unsafe {
+            TopicPartitionList::from_native(sys::rd_kafka_event_topic_partition_list(event.ptr()))
+        }
+        .first_error()
+    }
+}
+
 /// One partition's messages, split off a [`Consumer`] with
 /// [`Consumer::split_partition_queue`], with its own eventfd.
 pub struct PartitionQueue {
@@ -973,5 +1028,32 @@ impl futures_core::Stream for PartitionQueue {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.get_mut().poll_recv(cx).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The futures of every async method can move to another task.
+    #[tokio::test]
+    async fn futures_are_send() {
+        let cluster = crate::MockCluster::new(1).unwrap();
+        let config = ClientConfig::new()
+            .bootstrap_servers(cluster.bootstrap_servers())
+            .group_id("send-check");
+        let mut consumer = Consumer::new(config).unwrap();
+        let tpl = TopicPartitionList::new();
+        let handle = consumer.commit_handle();
+        assert_send(&handle.commit(&tpl));
+        assert_send(&handle.commit_stored());
+        assert_send(&consumer.commit(&tpl));
+        assert_send(&consumer.committed(&tpl, Duration::from_secs(1)));
+        assert_send(&consumer.fetch_watermarks("t", 0, Duration::from_secs(1)));
+        assert_send(&consumer.recv());
+        assert_send(&consumer.next_event());
+        assert_send(&consumer.close_within(Duration::from_secs(1)));
     }
 }

@@ -49,7 +49,9 @@ pub mod topic_partition_list;
 
 pub use admin::{Admin, AdminOptions, Metadata, NewTopic, ResourceSpec};
 pub use config::{AssignmentStrategy, ClientConfig, Compression, OffsetReset};
-pub use consumer::{Consumer, ConsumerEvent, PartitionQueue, Rebalance, RebalanceKind};
+pub use consumer::{
+    CommitHandle, Consumer, ConsumerEvent, PartitionQueue, Rebalance, RebalanceKind,
+};
 pub use error::{Error, ErrorCode, Result};
 pub use message::{Headers, Message};
 pub use mock::{CoordinatorType, MockCluster, MockListener};
