@@ -1,0 +1,160 @@
+//! Codecs: how keys and values become bytes and back.
+//!
+//! Three are built in: [`Json`] (the default), [`Raw`] (bytes and strings as they are) and
+//! [`Binary`] (MessagePack: compact, self-describing, serde-based). Any type implementing
+//! [`Codec<T>`] can be used for a topic's keys or values.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A key or value that did not encode or decode.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{codec}: {message}")]
+pub struct CodecError {
+    /// The codec's name.
+    pub codec: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl CodecError {
+    fn new(codec: &'static str, err: impl std::fmt::Display) -> Self {
+        Self {
+            codec,
+            message: err.to_string(),
+        }
+    }
+}
+
+/// Turns `T` into bytes and back.
+///
+/// ```
+/// use faust::codec::{Codec, Json};
+/// let bytes = Json.encode(&vec![1, 2]).unwrap();
+/// assert_eq!(bytes, b"[1,2]");
+/// let back: Vec<i32> = Json.decode(&bytes).unwrap();
+/// assert_eq!(back, vec![1, 2]);
+/// ```
+pub trait Codec<T>: Send + Sync + 'static {
+    /// The codec's name, for errors and logs.
+    fn name(&self) -> &'static str;
+    /// Encodes a value.
+    fn encode(&self, value: &T) -> Result<Vec<u8>, CodecError>;
+    /// Decodes a value.
+    fn decode(&self, bytes: &[u8]) -> Result<T, CodecError>;
+}
+
+/// JSON through serde (the default codec).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json;
+
+impl<T: Serialize + DeserializeOwned> Codec<T> for Json {
+    fn name(&self) -> &'static str {
+        "json"
+    }
+    fn encode(&self, value: &T) -> Result<Vec<u8>, CodecError> {
+        serde_json::to_vec(value).map_err(|e| CodecError::new("json", e))
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        serde_json::from_slice(bytes).map_err(|e| CodecError::new("json", e))
+    }
+}
+
+/// MessagePack through serde: compact and self-describing (structs as maps, so fields
+/// can be added later).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Binary;
+
+impl<T: Serialize + DeserializeOwned> Codec<T> for Binary {
+    fn name(&self) -> &'static str {
+        "binary"
+    }
+    fn encode(&self, value: &T) -> Result<Vec<u8>, CodecError> {
+        rmp_serde::to_vec_named(value).map_err(|e| CodecError::new("binary", e))
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        rmp_serde::from_slice(bytes).map_err(|e| CodecError::new("binary", e))
+    }
+}
+
+/// Bytes as they are: `Vec<u8>` unchanged, `String` as UTF-8 (invalid UTF-8 is an error).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Raw;
+
+impl Codec<Vec<u8>> for Raw {
+    fn name(&self) -> &'static str {
+        "raw"
+    }
+    fn encode(&self, value: &Vec<u8>) -> Result<Vec<u8>, CodecError> {
+        Ok(value.clone())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+        Ok(bytes.to_vec())
+    }
+}
+
+impl Codec<String> for Raw {
+    fn name(&self) -> &'static str {
+        "raw"
+    }
+    fn encode(&self, value: &String) -> Result<Vec<u8>, CodecError> {
+        Ok(value.as_bytes().to_vec())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<String, CodecError> {
+        String::from_utf8(bytes.to_vec()).map_err(|e| CodecError::new("raw", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Tx {
+        user: String,
+        amount: i64,
+    }
+
+    #[test]
+    fn every_codec_round_trips_a_record() {
+        let tx = Tx {
+            user: "u1".into(),
+            amount: -5,
+        };
+        let codecs: [&dyn Codec<Tx>; 2] = [&Json, &Binary];
+        for c in codecs {
+            let bytes = c.encode(&tx).unwrap();
+            assert_eq!(c.decode(&bytes).unwrap(), tx, "{}", c.name());
+        }
+        assert_eq!(Json.encode(&tx).unwrap(), br#"{"user":"u1","amount":-5}"#);
+    }
+
+    #[test]
+    fn binary_is_smaller_than_json() {
+        let tx = Tx {
+            user: "u1".into(),
+            amount: 123456,
+        };
+        assert!(Binary.encode(&tx).unwrap().len() < Codec::<Tx>::encode(&Json, &tx).unwrap().len());
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        let err = Codec::<Tx>::decode(&Json, b"{\"user\": 1}").unwrap_err();
+        assert_eq!(err.codec, "json");
+        assert!(err.message.contains("invalid type"), "{err}");
+        assert!(Codec::<Tx>::decode(&Binary, b"\xc1").is_err());
+        assert!(Codec::<String>::decode(&Raw, b"\xff\xfe").is_err());
+    }
+
+    #[test]
+    fn raw_keeps_bytes() {
+        let v = vec![0u8, 255, 3];
+        let back: Vec<u8> = Raw
+            .decode(&Codec::<Vec<u8>>::encode(&Raw, &v).unwrap())
+            .unwrap();
+        assert_eq!(back, v);
+        assert_eq!(Codec::<String>::decode(&Raw, b"hi").unwrap(), "hi");
+    }
+}

@@ -1,0 +1,206 @@
+//! The conductor: the one task that owns the consumer. It subscribes to every topic an
+//! agent reads, hands each record to the agents' channels (waiting when they are full:
+//! backpressure), and handles rebalances and rewinds.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_channel::Sender;
+use rdkafka_async::{
+    Consumer, ConsumerEvent, Message, Offset, Rebalance, RebalanceKind, TopicPartitionList,
+};
+
+use crate::acks::PartitionAcks;
+use crate::event::Inbound;
+use crate::runtime::Runtime;
+use crate::topics::TopicCreator;
+
+/// How long a revocation waits for in-flight events of the revoked partitions.
+const REVOKE_WAIT: Duration = Duration::from_secs(10);
+
+pub(crate) struct Conductor {
+    rt: Arc<Runtime>,
+    consumer: Consumer,
+    creator: TopicCreator,
+    routes: HashMap<String, Vec<Sender<Arc<Inbound>>>>,
+    routes_version: u64,
+    partitions: HashMap<(String, i32), Arc<PartitionAcks>>,
+    subscribed: BTreeSet<String>,
+}
+
+impl Conductor {
+    pub(crate) fn new(rt: Arc<Runtime>, consumer: Consumer, creator: TopicCreator) -> Self {
+        Self {
+            rt,
+            consumer,
+            creator,
+            routes: HashMap::new(),
+            routes_version: u64::MAX,
+            partitions: HashMap::new(),
+            subscribed: BTreeSet::new(),
+        }
+    }
+
+    /// Runs until the worker stops; gives the consumer back for the final commit and close.
+    pub(crate) async fn run(mut self) -> Consumer {
+        let mut topics = self.rt.sources.topics();
+        let initial = topics.borrow_and_update().clone();
+        self.resubscribe(initial).await;
+        loop {
+            tokio::select! {
+                biased;
+                () = self.rt.stopping.cancelled() => break,
+                changed = topics.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let set = topics.borrow_and_update().clone();
+                    self.resubscribe(set).await;
+                }
+                () = self.rt.signals.rewind.notified() => self.rewind().await,
+                event = self.consumer.next_event() => match event {
+                    Ok(ConsumerEvent::Message(m)) => self.dispatch(m).await,
+                    Ok(ConsumerEvent::Rebalance(r)) => self.rebalance(r).await,
+                    Err(err) => tracing::warn!(%err, "consumer error"),
+                },
+            }
+        }
+        self.consumer
+    }
+
+    async fn resubscribe(&mut self, topics: BTreeSet<String>) {
+        if topics == self.subscribed || topics.is_empty() {
+            return;
+        }
+        if let Err(err) = self.creator.ensure(topics.iter()).await {
+            self.rt.fail(err);
+            return;
+        }
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        match self.consumer.subscribe(&names) {
+            Ok(()) => {
+                tracing::info!(topics = ?names, "subscribed");
+                self.subscribed = topics;
+            }
+            Err(err) => self.rt.fail(err.into()),
+        }
+    }
+
+    fn senders(&mut self, topic: &str) -> &[Sender<Arc<Inbound>>] {
+        let version = self.rt.sources.version();
+        if version != self.routes_version {
+            self.routes.clear();
+            self.routes_version = version;
+        }
+        if !self.routes.contains_key(topic) {
+            self.routes
+                .insert(topic.to_owned(), self.rt.sources.senders(topic));
+        }
+        &self.routes[topic]
+    }
+
+    fn acks(&mut self, topic: &str, partition: i32) -> Arc<PartitionAcks> {
+        if let Some(p) = self.partitions.get(&(topic.to_owned(), partition)) {
+            return p.clone();
+        }
+        let p = self.rt.partition(topic, partition);
+        self.partitions
+            .insert((topic.to_owned(), partition), p.clone());
+        p
+    }
+
+    async fn dispatch(&mut self, m: Message) {
+        self.rt.monitor.on_message_in();
+        let acks = self.acks(m.topic(), m.partition());
+        let senders = self.senders(m.topic()).to_vec();
+        let inbound = Inbound::track(m, acks);
+        for tx in senders {
+            tokio::select! {
+                biased;
+                () = self.rt.stopping.cancelled() => {
+                    inbound.discard();
+                    return;
+                }
+                res = tx.send(inbound.clone()) => {
+                    if let Err(async_channel::SendError(back)) = res {
+                        back.discard();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits (bounded) until no event of `parts` is in an agent's hands.
+    async fn drain(&self, parts: &[Arc<PartitionAcks>], within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let released = self.rt.signals.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if parts.iter().all(|p| p.live() == 0) {
+                return;
+            }
+            tokio::select! {
+                () = released => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(waited = ?within, "events still in progress; moving on");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn rebalance(&mut self, r: Rebalance) {
+        tracing::info!(kind = ?r.kind(), partitions = ?r.partitions(), "rebalance");
+        if r.kind() == RebalanceKind::Revoke {
+            let mut parts = Vec::new();
+            for tp in r.partitions() {
+                if let Some(p) = self.partitions.remove(&(tp.topic.clone(), tp.partition)) {
+                    p.close();
+                    parts.push(p);
+                }
+            }
+            self.drain(&parts, REVOKE_WAIT).await;
+            if !r.is_lost() {
+                self.rt.commit(Some(&parts)).await;
+            }
+            let mut map = self.rt.partitions.lock().unwrap_or_else(|e| e.into_inner());
+            let mut committed = self.rt.committed.lock().unwrap_or_else(|e| e.into_inner());
+            for p in &parts {
+                let key = (p.topic.clone(), p.partition);
+                map.remove(&key);
+                committed.remove(&key);
+            }
+        }
+        if let Err(err) = r.complete() {
+            tracing::error!(%err, "applying the rebalance failed");
+        }
+    }
+
+    /// Rewinds partitions whose processing failed to their commit point.
+    async fn rewind(&mut self) {
+        let failed: Vec<Arc<PartitionAcks>> = self
+            .partitions
+            .values()
+            .filter(|p| p.failed().is_some())
+            .cloned()
+            .collect();
+        if failed.is_empty() {
+            return;
+        }
+        self.drain(&failed, REVOKE_WAIT).await;
+        let mut tpl = TopicPartitionList::new();
+        for p in &failed {
+            if let Some(point) = p.reset() {
+                tracing::warn!(topic = %p.topic, partition = p.partition, offset = point, "processing failed: consuming again from the commit point");
+                tpl.add(&p.topic, p.partition, Offset::At(point));
+            }
+        }
+        if !tpl.is_empty() {
+            if let Err(err) = self.consumer.seek(&tpl) {
+                tracing::error!(%err, ?tpl, "seek after a failure did not work");
+            }
+        }
+    }
+}

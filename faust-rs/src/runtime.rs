@@ -1,0 +1,171 @@
+//! The state of a running worker, shared by its tasks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rdkafka_async::{CommitHandle, MockCluster, Offset, Producer, Record, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::acks::{AckSignals, PartitionAcks};
+use crate::codec::CodecError;
+use crate::error::Error;
+use crate::event::Inbound;
+use crate::sensor::Monitor;
+use crate::settings::{DecodeErrorPolicy, Settings};
+use crate::sources::Sources;
+
+/// Partition key: (topic, partition).
+pub(crate) type Tp = (Arc<str>, i32);
+
+/// What every task of a running worker shares.
+pub(crate) struct Runtime {
+    pub(crate) settings: Settings,
+    pub(crate) producer: Producer,
+    pub(crate) sources: Sources,
+    pub(crate) monitor: Monitor,
+    pub(crate) signals: Arc<AckSignals>,
+    pub(crate) partitions: Mutex<HashMap<Tp, Arc<PartitionAcks>>>,
+    pub(crate) committed: Mutex<HashMap<Tp, i64>>,
+    pub(crate) commits: CommitHandle,
+    /// Stops taking events (graceful shutdown starts).
+    pub(crate) stopping: CancellationToken,
+    /// The first fatal error (the worker stops with it).
+    pub(crate) fatal: Mutex<Option<Error>>,
+    pub(crate) bootstrap: String,
+    /// The embedded broker, when no broker was configured.
+    pub(crate) embedded: Option<Arc<MockCluster>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("bootstrap", &self.bootstrap)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Stops the worker with `err` (the first fatal error wins).
+    pub(crate) fn fail(&self, err: Error) {
+        tracing::error!(%err, "stopping the worker");
+        let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+        if fatal.is_none() {
+            *fatal = Some(err);
+        }
+        self.stopping.cancel();
+    }
+
+    /// The ack window of a partition, created on first use.
+    pub(crate) fn partition(&self, topic: &str, partition: i32) -> Arc<PartitionAcks> {
+        let mut map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = map.get(&(Arc::from(topic), partition)) {
+            return p.clone();
+        }
+        let topic: Arc<str> = Arc::from(topic);
+        let acks = Arc::new(PartitionAcks::new(
+            topic.clone(),
+            partition,
+            self.signals.clone(),
+            self.settings.commit_every,
+        ));
+        map.insert((topic, partition), acks.clone());
+        acks
+    }
+
+    /// Handles a record that did not decode, per policy. Returns whether the stream goes on.
+    pub(crate) async fn bad_record(&self, inbound: Arc<Inbound>, err: &CodecError) -> bool {
+        let m = &inbound.message;
+        self.monitor.on_decode_error();
+        match &self.settings.decode_error_policy {
+            DecodeErrorPolicy::Skip => {
+                tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %err, "skipping a record that does not decode");
+                true
+            }
+            DecodeErrorPolicy::DeadLetter(dlq) => {
+                tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %err, dead_letter = %dlq, "sending a record that does not decode to the dead-letter topic");
+                let error = err.to_string();
+                let source = format!("{}[{}]@{}", m.topic(), m.partition(), m.offset());
+                let mut record = Record::to(dlq)
+                    .header("faust-error", &error)
+                    .header("faust-source", &source);
+                if let Some(k) = m.key() {
+                    record = record.key(k);
+                }
+                if let Some(v) = m.payload() {
+                    record = record.value(v);
+                }
+                match self.producer.send(record).await {
+                    Ok(delivery) => {
+                        // Acknowledged once the dead letter is stored.
+                        tokio::spawn(async move {
+                            if let Err(err) = delivery.await {
+                                tracing::error!(%err, "dead letter not delivered; the record will be consumed again");
+                                inbound.fail();
+                            }
+                        });
+                    }
+                    Err(err) => {
+                        tracing::error!(%err, "dead letter not sent; the record will be consumed again");
+                        inbound.fail();
+                    }
+                }
+                true
+            }
+            DecodeErrorPolicy::Stop => {
+                inbound.discard();
+                self.fail(Error::BadRecord {
+                    topic: m.topic().to_owned(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    reason: err.to_string(),
+                });
+                false
+            }
+        }
+    }
+
+    /// Commits the commit point of every partition that moved (or only of `only`).
+    pub(crate) async fn commit(&self, only: Option<&[Arc<PartitionAcks>]>) {
+        let candidates: Vec<Arc<PartitionAcks>> = match only {
+            Some(list) => list.to_vec(),
+            None => self
+                .partitions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect(),
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut points = Vec::new();
+        {
+            let committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+            for p in &candidates {
+                let Some(point) = p.commit_point() else {
+                    continue;
+                };
+                let key = (p.topic.clone(), p.partition);
+                if committed.get(&key) != Some(&point) {
+                    tpl.add(&p.topic, p.partition, Offset::At(point));
+                    points.push((key, point));
+                }
+            }
+        }
+        if tpl.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        match self.commits.commit(&tpl).await {
+            Ok(()) => {
+                self.monitor.on_commit(started.elapsed());
+                let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+                for (key, point) in points {
+                    committed.insert(key, point);
+                }
+                tracing::debug!(?tpl, "committed");
+            }
+            Err(err) => tracing::warn!(%err, ?tpl, "commit failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Where consumed records go: one channel per (agent, topic), shared by the agent's
+//! concurrent instances; the conductor subscribes to every topic that has a channel.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::event::Inbound;
+
+type Channel = (
+    async_channel::Sender<Arc<Inbound>>,
+    async_channel::Receiver<Arc<Inbound>>,
+);
+
+#[derive(Debug)]
+pub(crate) struct Sources {
+    /// topic -> agent -> channel
+    routes: Mutex<HashMap<String, HashMap<Arc<str>, Channel>>>,
+    version: AtomicU64,
+    topics: watch::Sender<BTreeSet<String>>,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Self {
+            routes: Mutex::default(),
+            version: AtomicU64::new(0),
+            topics: watch::channel(BTreeSet::new()).0,
+        }
+    }
+}
+
+impl Sources {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<Arc<str>, Channel>>> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The receiving end of `agent`'s channel for `topic`, created on first use.
+    pub(crate) fn receiver(
+        &self,
+        agent: &Arc<str>,
+        topic: &str,
+        capacity: usize,
+    ) -> async_channel::Receiver<Arc<Inbound>> {
+        let mut routes = self.lock();
+        let per_topic = routes.entry(topic.to_owned()).or_default();
+        if let Some((_, rx)) = per_topic.get(agent) {
+            return rx.clone();
+        }
+        let (tx, rx) = async_channel::bounded(capacity.max(1));
+        per_topic.insert(agent.clone(), (tx, rx.clone()));
+        let topics: BTreeSet<String> = routes.keys().cloned().collect();
+        drop(routes);
+        self.version.fetch_add(1, Ordering::AcqRel);
+        self.topics.send_replace(topics);
+        rx
+    }
+
+    /// The senders of every channel of `topic`.
+    pub(crate) fn senders(&self, topic: &str) -> Vec<async_channel::Sender<Arc<Inbound>>> {
+        self.lock()
+            .get(topic)
+            .map(|m| m.values().map(|(tx, _)| tx.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Changes whenever a channel is added.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Watches the set of topics with channels.
+    pub(crate) fn topics(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.topics.subscribe()
+    }
+
+    /// Closes every channel: streams end once they drained what was queued.
+    pub(crate) fn close_all(&self) {
+        for per_topic in self.lock().values() {
+            for (tx, _) in per_topic.values() {
+                tx.close();
+            }
+        }
+    }
+}

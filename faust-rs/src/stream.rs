@@ -1,0 +1,456 @@
+//! Streams: the events an agent iterates over, and their operators.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio::time::Sleep;
+
+use crate::app::App;
+use crate::event::{Event, Inbound, Origin};
+use crate::topic::Topic;
+
+pub(crate) type BoxStream<T> = Pin<Box<dyn futures_core::Stream<Item = T> + Send + 'static>>;
+
+/// What one agent instance's streams share: its identity, the acknowledgements it holds,
+/// and the background tasks its operators started.
+pub(crate) struct StreamCtx {
+    pub(crate) app: App,
+    pub(crate) agent: Arc<str>,
+    /// Set when the instance failed: events it still holds are failed when dropped.
+    pub(crate) failed: Arc<AtomicBool>,
+    /// Origins held by streams when they were dropped: the supervisor acknowledges them if
+    /// the agent ended well, and fails them if it failed.
+    pub(crate) held: Mutex<Vec<Origin>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl StreamCtx {
+    pub(crate) fn new(app: App, agent: Arc<str>) -> Arc<Self> {
+        Arc::new(Self {
+            app,
+            agent,
+            failed: Arc::new(AtomicBool::new(false)),
+            held: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn hold(&self, origin: Origin) {
+        if !origin.is_none() {
+            self.held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(origin);
+        }
+    }
+
+    pub(crate) fn take_held(&self) -> Vec<Origin> {
+        std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tokio::spawn(fut));
+    }
+}
+
+impl Drop for StreamCtx {
+    fn drop(&mut self) {
+        for t in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+/// A stream of events with keys `K` and values `V`.
+///
+/// Iterate with [`Stream::next`] (values), [`Stream::next_item`] (key and value) or
+/// [`Stream::next_event`] (whole [`Event`]s). An event taken with `next`/`next_item` is
+/// acknowledged when the next one is asked for, as in Faust: the agent has processed it.
+/// Operators ([`map`](Stream::map), [`filter`](Stream::filter),
+/// [`group_by`](Stream::group_by), ...) consume the stream and return a new one.
+pub struct Stream<K, V> {
+    inner: BoxStream<Event<K, V>>,
+    current: Origin,
+    pub(crate) ctx: Arc<StreamCtx>,
+}
+
+impl<K, V> fmt::Debug for Stream<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("agent", &self.ctx.agent)
+            .finish()
+    }
+}
+
+impl<K, V> Drop for Stream<K, V> {
+    fn drop(&mut self) {
+        self.ctx.hold(std::mem::take(&mut self.current));
+    }
+}
+
+impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
+    pub(crate) fn new(inner: BoxStream<Event<K, V>>, ctx: Arc<StreamCtx>) -> Self {
+        Self {
+            inner,
+            current: Origin::default(),
+            ctx,
+        }
+    }
+
+    /// The events of `topic` as delivered on `rx`, decoded; undecodable records follow the
+    /// app's policy.
+    pub(crate) fn from_channel(
+        rx: async_channel::Receiver<Arc<Inbound>>,
+        topic: Topic<K, V>,
+        ctx: Arc<StreamCtx>,
+    ) -> Self
+    where
+        K: Sync,
+        V: Sync,
+    {
+        let agent = ctx.agent.clone();
+        let failed = ctx.failed.clone();
+        let inner = stream::unfold(
+            (rx, topic, agent, failed),
+            |(rx, topic, agent, failed)| async move {
+                loop {
+                    let inbound = rx.recv().await.ok()?;
+                    if inbound.is_stale() {
+                        inbound.discard();
+                        continue;
+                    }
+                    match topic.decode(&inbound.message) {
+                        Ok((key, value)) => {
+                            if let Ok(rt) = topic.app.runtime() {
+                                rt.monitor.on_stream_event(&agent, inbound.message.topic());
+                            }
+                            let origin = Origin::one(inbound, failed.clone());
+                            return Some((
+                                Event::new(key, value, origin),
+                                (rx, topic, agent, failed),
+                            ));
+                        }
+                        Err(err) => {
+                            let Ok(rt) = topic.app.runtime() else {
+                                return None;
+                            };
+                            if !rt.bad_record(inbound, &err).await {
+                                return None;
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        Self::new(Box::pin(inner), ctx)
+    }
+
+    fn take_inner(mut self) -> (BoxStream<Event<K, V>>, Arc<StreamCtx>) {
+        let ctx = self.ctx.clone();
+        let inner = std::mem::replace(&mut self.inner, Box::pin(stream::empty()));
+        (inner, ctx)
+    }
+
+    fn rewrap<K2: Send + 'static, V2: Send + 'static>(
+        self,
+        f: impl FnOnce(BoxStream<Event<K, V>>) -> BoxStream<Event<K2, V2>>,
+    ) -> Stream<K2, V2> {
+        let (inner, ctx) = self.take_inner();
+        Stream::new(f(inner), ctx)
+    }
+
+    /// The next value; the previous event is acknowledged. `None` when the stream ends
+    /// (the worker is stopping).
+    ///
+    /// Cancel safety: cancel safe.
+    pub async fn next(&mut self) -> Option<V> {
+        self.next_item().await.map(|(_, v)| v)
+    }
+
+    /// The next key and value; the previous event is acknowledged.
+    ///
+    /// Cancel safety: cancel safe.
+    pub async fn next_item(&mut self) -> Option<(Option<K>, V)> {
+        self.current = Origin::default();
+        let event = self.inner.next().await?;
+        let (key, value, ack) = event.into_parts();
+        self.current = ack.0;
+        Some((key, value))
+    }
+
+    /// The next whole event; it is acknowledged when dropped.
+    ///
+    /// Cancel safety: cancel safe.
+    pub async fn next_event(&mut self) -> Option<Event<K, V>> {
+        self.current = Origin::default();
+        self.inner.next().await
+    }
+
+    /// Transforms values.
+    pub fn map<U: Send + 'static>(self, f: impl Fn(V) -> U + Send + 'static) -> Stream<K, U> {
+        self.rewrap(|s| Box::pin(s.map(move |e| e.map(&f))))
+    }
+
+    /// Transforms values asynchronously, one at a time.
+    pub fn then<U, Fut>(self, f: impl Fn(V) -> Fut + Send + Sync + 'static) -> Stream<K, U>
+    where
+        U: Send + 'static,
+        Fut: std::future::Future<Output = U> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.rewrap(|s| {
+            Box::pin(s.then(move |e| {
+                let f = f.clone();
+                async move {
+                    let Event { key, value, origin } = e;
+                    Event::new(key, f(value).await, origin)
+                }
+            }))
+        })
+    }
+
+    /// Keeps the events whose value passes `f`; the others are acknowledged at once.
+    pub fn filter(self, f: impl Fn(&V) -> bool + Send + 'static) -> Stream<K, V> {
+        self.rewrap(|s| Box::pin(s.filter(move |e| std::future::ready(f(&e.value)))))
+    }
+
+    /// Turns each value into any number of values (each acknowledged with its source).
+    pub fn flat_map<U, I>(self, f: impl Fn(V) -> I + Send + 'static) -> Stream<K, U>
+    where
+        K: Clone,
+        U: Send + 'static,
+        I: IntoIterator<Item = U>,
+        I::IntoIter: Send + 'static,
+    {
+        self.rewrap(|s| {
+            Box::pin(s.flat_map(move |e| {
+                let Event { key, value, origin } = e;
+                stream::iter(
+                    f(value)
+                        .into_iter()
+                        .map(move |u| Event::new(key.clone(), u, origin.clone())),
+                )
+            }))
+        })
+    }
+
+    /// Numbers the values from 0.
+    pub fn enumerate(self) -> Stream<K, (usize, V)> {
+        self.rewrap(|s| Box::pin(s.enumerate().map(|(i, e)| e.map(|v| (i, v)))))
+    }
+
+    /// Batches: up to `n` values, or fewer if `within` passed since the batch's first
+    /// value. The batch is acknowledged as a whole.
+    pub fn take(self, n: usize, within: Duration) -> Stream<K, Vec<V>> {
+        self.rewrap(|s| {
+            Box::pin(Take {
+                inner: s,
+                n: n.max(1),
+                within,
+                buf: Vec::new(),
+                deadline: None,
+                done: false,
+            })
+        })
+    }
+
+    /// Sends every event to `topic` too, and yields it; each event is acknowledged only
+    /// after its copies were delivered.
+    pub fn echo(self, topics: &[&Topic<K, V>]) -> Stream<K, V>
+    where
+        K: Sync,
+        V: Sync,
+    {
+        let topics: Arc<[Topic<K, V>]> = topics.iter().map(|t| (*t).clone()).collect();
+        self.rewrap(|s| {
+            Box::pin(s.then(move |e| {
+                let topics = topics.clone();
+                async move {
+                    for t in topics.iter() {
+                        forward(t, e.key.as_ref(), &e.value, &e.origin).await;
+                    }
+                    e
+                }
+            }))
+        })
+    }
+
+    /// Sends every event to `topic` and continues with the events read back from it
+    /// (on whichever worker owns their partition).
+    pub fn through(self, topic: &Topic<K, V>) -> Stream<K, V>
+    where
+        K: Sync,
+        V: Sync,
+    {
+        let ctx = self.ctx.clone();
+        let out = topic.clone();
+        let (mut inner, _) = self.take_inner();
+        ctx.spawn(async move {
+            while let Some(e) = inner.next().await {
+                let started = std::time::Instant::now();
+                forward(&out, e.key.as_ref(), &e.value, &e.origin).await;
+                if let Ok(rt) = out.app.runtime() {
+                    rt.monitor.on_through(started.elapsed());
+                }
+            }
+        });
+        subscribe(topic, ctx)
+    }
+
+    /// Repartitions by a new key: every event is sent to the internal topic
+    /// `<app id>-<name>-repartition` keyed by `key(&value)`, and the stream continues with
+    /// the events read back from it, so each key's events reach the worker that owns it,
+    /// in order.
+    pub fn group_by<K2>(self, key: impl Fn(&V) -> K2 + Send + 'static, name: &str) -> Stream<K2, V>
+    where
+        K2: Serialize + DeserializeOwned + Send + Sync + 'static,
+        V: Serialize + DeserializeOwned + Sync,
+    {
+        let ctx = self.ctx.clone();
+        let app = ctx.app.clone();
+        let topic_name = app.internal_topic(&format!("{name}-repartition"));
+        let topic: Topic<K2, V> = Topic::json(app, &topic_name);
+        let out = topic.clone();
+        let (mut inner, _) = self.take_inner();
+        ctx.spawn(async move {
+            while let Some(e) = inner.next().await {
+                let started = std::time::Instant::now();
+                let k = key(&e.value);
+                forward(&out, Some(&k), &e.value, &e.origin).await;
+                if let Ok(rt) = out.app.runtime() {
+                    rt.monitor.on_group_by(started.elapsed());
+                }
+            }
+        });
+        subscribe(&topic, ctx)
+    }
+}
+
+/// The stream of `topic` for this agent (shared by its concurrent instances).
+fn subscribe<K2, V2>(topic: &Topic<K2, V2>, ctx: Arc<StreamCtx>) -> Stream<K2, V2>
+where
+    K2: Send + Sync + 'static,
+    V2: Send + Sync + 'static,
+{
+    match topic.app.runtime() {
+        Ok(rt) => {
+            let rx = rt
+                .sources
+                .receiver(&ctx.agent, topic.name(), rt.settings.stream_buffer);
+            Stream::from_channel(rx, topic.clone(), ctx)
+        }
+        Err(err) => {
+            tracing::error!(%err, "stream operator used outside a running worker");
+            Stream::new(Box::pin(stream::empty()), ctx)
+        }
+    }
+}
+
+/// Sends a copy of an event to `topic`; `origin` is acknowledged only after delivery (a
+/// failed delivery fails it: the record is consumed again).
+pub(crate) async fn forward<K2, V2>(
+    topic: &Topic<K2, V2>,
+    key: Option<&K2>,
+    value: &V2,
+    origin: &Origin,
+) where
+    K2: Send + Sync + 'static,
+    V2: Send + Sync + 'static,
+{
+    match topic.enqueue(key, value, None, &[]).await {
+        Ok(delivery) => {
+            let origin = origin.clone();
+            let name = topic.name.clone();
+            tokio::spawn(async move {
+                if let Err(err) = delivery.await {
+                    tracing::error!(topic = %name, %err, "delivery failed; the source record will be consumed again");
+                    origin.fail();
+                }
+            });
+        }
+        Err(err) => {
+            tracing::error!(topic = %topic.name, %err, "could not send; the source record will be consumed again");
+            origin.fail();
+        }
+    }
+}
+
+/// The `take(n, within)` operator.
+struct Take<K, V> {
+    inner: BoxStream<Event<K, V>>,
+    n: usize,
+    within: Duration,
+    buf: Vec<Event<K, V>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    done: bool,
+}
+
+// No field is structurally pinned (the inner stream and the timer are boxed).
+impl<K, V> Unpin for Take<K, V> {}
+
+impl<K, V> Take<K, V> {
+    fn flush(&mut self) -> Option<Event<K, Vec<V>>> {
+        self.deadline = None;
+        if self.buf.is_empty() {
+            return None;
+        }
+        let mut values = Vec::with_capacity(self.buf.len());
+        let mut origins = Vec::with_capacity(self.buf.len());
+        for e in self.buf.drain(..) {
+            values.push(e.value);
+            origins.push(e.origin);
+        }
+        Some(Event::new(None, values, Origin::merge(origins)))
+    }
+}
+
+impl<K: Send, V: Send> futures_core::Stream for Take<K, V> {
+    type Item = Event<K, Vec<V>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(this.flush());
+            }
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(e)) => {
+                    if this.buf.is_empty() {
+                        this.deadline = Some(Box::pin(tokio::time::sleep(this.within)));
+                    }
+                    this.buf.push(e);
+                    if this.buf.len() >= this.n {
+                        return Poll::Ready(this.flush());
+                    }
+                }
+                Poll::Ready(None) => this.done = true,
+                Poll::Pending => {
+                    if let Some(d) = this.deadline.as_mut() {
+                        if d.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(this.flush());
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+use std::future::Future as _;

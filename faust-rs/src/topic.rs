@@ -1,0 +1,166 @@
+//! Topics: named, typed (key and value codecs), with a partition count.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rdkafka_async::{Delivery, Message, Record};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::app::App;
+use crate::codec::{Codec, CodecError, Json};
+use crate::error::{Error, Result};
+
+/// How a topic is declared to the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// The name.
+    pub name: String,
+    /// Partitions; `None` uses the app's `topic_partitions`.
+    pub partitions: Option<i32>,
+    /// Created by the app for its own use (repartition topics, changelogs).
+    pub internal: bool,
+}
+
+/// A typed Kafka topic.
+///
+/// ```
+/// use faust::{App, codec::Binary};
+/// let app = App::new("shop");
+/// let orders = app.topic::<String, serde_json::Value>("orders").partitions(4);
+/// let compact = app.topic::<String, Vec<u32>>("compact").value_codec(Binary);
+/// assert_eq!(orders.name(), "orders");
+/// # let _ = compact;
+/// ```
+pub struct Topic<K, V> {
+    pub(crate) name: Arc<str>,
+    pub(crate) key_codec: Arc<dyn Codec<K>>,
+    pub(crate) value_codec: Arc<dyn Codec<V>>,
+    pub(crate) app: App,
+}
+
+impl<K, V> Clone for Topic<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            key_codec: self.key_codec.clone(),
+            value_codec: self.value_codec.clone(),
+            app: self.app.clone(),
+        }
+    }
+}
+
+impl<K: 'static, V: 'static> fmt::Debug for Topic<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Topic")
+            .field("name", &self.name)
+            .field("key_codec", &self.key_codec.name())
+            .field("value_codec", &self.value_codec.name())
+            .finish()
+    }
+}
+
+impl<K, V> Topic<K, V>
+where
+    K: Serialize + DeserializeOwned + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// A JSON topic.
+    pub(crate) fn json(app: App, name: &str) -> Self {
+        Self {
+            name: name.into(),
+            key_codec: Arc::new(Json),
+            value_codec: Arc::new(Json),
+            app,
+        }
+    }
+}
+
+impl<K: Send + Sync + 'static, V: Send + Sync + 'static> Topic<K, V> {
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Uses `codec` for keys.
+    pub fn key_codec(mut self, codec: impl Codec<K>) -> Self {
+        self.key_codec = Arc::new(codec);
+        self
+    }
+
+    /// Uses `codec` for values.
+    pub fn value_codec(mut self, codec: impl Codec<V>) -> Self {
+        self.value_codec = Arc::new(codec);
+        self
+    }
+
+    /// Sets the partition count used when the app creates the topic.
+    pub fn partitions(self, partitions: i32) -> Self {
+        self.app.declare_topic(TopicSpec {
+            name: self.name.to_string(),
+            partitions: Some(partitions),
+            internal: false,
+        });
+        self
+    }
+
+    /// Decodes a consumed record.
+    pub(crate) fn decode(&self, m: &Message) -> Result<(Option<K>, V), CodecError> {
+        let key = m.key().map(|k| self.key_codec.decode(k)).transpose()?;
+        let value = self.value_codec.decode(m.payload().unwrap_or_default())?;
+        Ok((key, value))
+    }
+
+    /// Encodes a key and value.
+    pub(crate) fn encode(&self, key: Option<&K>, value: &V) -> Result<(Option<Vec<u8>>, Vec<u8>)> {
+        let key = key.map(|k| self.key_codec.encode(k)).transpose()?;
+        Ok((key, self.value_codec.encode(value)?))
+    }
+
+    /// Sends a record and waits for the broker's acknowledgement. Needs a running worker.
+    ///
+    /// Cancel safety: if cancelled after the record was enqueued, it is still delivered.
+    pub async fn send(&self, key: Option<&K>, value: &V) -> Result<Delivery> {
+        self.send_to(key, value, None).await
+    }
+
+    /// Sends a record to an explicit partition.
+    ///
+    /// Cancel safety: as [`Topic::send`].
+    pub async fn send_to(
+        &self,
+        key: Option<&K>,
+        value: &V,
+        partition: Option<i32>,
+    ) -> Result<Delivery> {
+        let delivery = self.enqueue(key, value, partition, &[]).await?;
+        Ok(delivery.await?)
+    }
+
+    /// Enqueues a record; the future resolves on delivery.
+    pub(crate) async fn enqueue(
+        &self,
+        key: Option<&K>,
+        value: &V,
+        partition: Option<i32>,
+        headers: &[(&str, &[u8])],
+    ) -> Result<rdkafka_async::DeliveryFuture> {
+        let rt = self.app.runtime()?;
+        let (k, v) = self.encode(key, value)?;
+        let mut record = Record::to(&self.name).value(&v);
+        if let Some(k) = &k {
+            record = record.key(k);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        for (name, value) in headers {
+            record = record.header(name, *value);
+        }
+        let started = std::time::Instant::now();
+        let delivery = rt.producer.send(record).await.map_err(Error::from);
+        rt.monitor
+            .on_send(&self.name, started.elapsed(), delivery.is_ok());
+        delivery
+    }
+}

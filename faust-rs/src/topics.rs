@@ -1,0 +1,95 @@
+//! Creating the topics an app uses: through the mock API on the embedded broker, through
+//! the admin API (CreateTopics) on Kafka.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use rdkafka_async::admin::{AdminOptions, NewTopic};
+use rdkafka_async::{sys, Admin, MockCluster};
+
+use crate::app::App;
+use crate::error::{Error, Result};
+
+/// Where topics are created.
+pub(crate) enum Cluster {
+    Embedded(Arc<MockCluster>),
+    Kafka(Admin),
+}
+
+/// Creates the app's topics once each.
+pub(crate) struct TopicCreator {
+    cluster: Cluster,
+    app: App,
+    created: BTreeSet<String>,
+}
+
+impl TopicCreator {
+    pub(crate) fn new(cluster: Cluster, app: App) -> Self {
+        Self {
+            cluster,
+            app,
+            created: BTreeSet::new(),
+        }
+    }
+
+    /// Creates the topics among `names` not created yet (existing ones are left alone),
+    /// with their declared partition count (or the app's default).
+    pub(crate) async fn ensure<'a>(
+        &mut self,
+        names: impl Iterator<Item = &'a String>,
+    ) -> Result<()> {
+        let default = self.app.settings().topic_partitions;
+        let declared = self.app.topics();
+        let todo: Vec<(String, i32)> = names
+            .filter(|n| !self.created.contains(*n))
+            .map(|n| {
+                let partitions = declared
+                    .iter()
+                    .find(|s| &s.name == n)
+                    .and_then(|s| s.partitions)
+                    .unwrap_or(default);
+                (n.clone(), partitions)
+            })
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        match &self.cluster {
+            Cluster::Embedded(cluster) => {
+                for (name, partitions) in &todo {
+                    match cluster.create_topic(name, *partitions, 1) {
+                        Ok(()) => tracing::debug!(topic = %name, partitions, "created topic"),
+                        Err(err) if is_exists(&err) => {}
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            }
+            Cluster::Kafka(admin) => {
+                let new: Vec<NewTopic> = todo
+                    .iter()
+                    .map(|(name, p)| NewTopic::new(name, *p))
+                    .collect();
+                for result in admin.create_topics(&new, &AdminOptions::default()).await? {
+                    match result.result {
+                        Ok(()) => tracing::info!(topic = %result.name, "created topic"),
+                        Err(err) if is_exists(&err) => {}
+                        Err(err) => {
+                            return Err(Error::Lifecycle(format!(
+                                "could not create topic {}: {err}",
+                                result.name
+                            )))
+                        }
+                    }
+                }
+            }
+        }
+        self.created.extend(todo.into_iter().map(|(n, _)| n));
+        Ok(())
+    }
+}
+
+fn is_exists(err: &rdkafka_async::Error) -> bool {
+    err.code().is_some_and(|c| {
+        c.raw() == sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS
+    })
+}

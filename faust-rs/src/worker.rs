@@ -1,0 +1,383 @@
+//! The worker: runs an app's agents, timers and tasks against Kafka until stopped.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use rdkafka_async::{
+    Admin, ClientConfig, Compression, Consumer, MockCluster, OffsetReset, Producer,
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::AgentRun;
+use crate::app::App;
+use crate::conductor::Conductor;
+use crate::error::{Error, Result};
+use crate::runtime::Runtime;
+use crate::sensor::Monitor;
+use crate::settings::{AgentFailurePolicy, Broker};
+use crate::sources::Sources;
+use crate::stream::StreamCtx;
+use crate::topics::{Cluster, TopicCreator};
+
+/// A running worker (see [`App::start`]).
+#[derive(Debug)]
+pub struct Worker {
+    app: App,
+    rt: Arc<Runtime>,
+    web_addr: Option<SocketAddr>,
+    done: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Worker {
+    /// The Kafka bootstrap servers the worker uses (the embedded broker's, if any).
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.rt.bootstrap
+    }
+
+    /// Whether the worker runs the embedded broker.
+    pub fn is_embedded(&self) -> bool {
+        self.rt.embedded.is_some()
+    }
+
+    /// The embedded broker, if the worker runs one.
+    pub fn embedded_cluster(&self) -> Option<&Arc<MockCluster>> {
+        self.rt.embedded.as_ref()
+    }
+
+    /// The web server's address, if it runs.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addr
+    }
+
+    /// The app.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// The worker's counters.
+    pub fn monitor(&self) -> &Monitor {
+        &self.rt.monitor
+    }
+
+    /// Starts a graceful stop: no new events are taken, events in progress finish, offsets
+    /// are committed, the consumer leaves its group.
+    pub fn stop(&self) {
+        self.rt.stopping.cancel();
+    }
+
+    /// A token cancelled when the worker starts stopping.
+    pub fn stopping(&self) -> CancellationToken {
+        self.rt.stopping.clone()
+    }
+
+    /// Waits until the worker stopped; the error that stopped it, if any.
+    ///
+    /// Cancel safety: not cancel safe (the handle is consumed); the worker goes on.
+    pub async fn wait(self) -> Result<()> {
+        match self.done.await {
+            Ok(result) => result,
+            Err(err) => Err(Error::Lifecycle(format!("the worker task failed: {err}"))),
+        }
+    }
+
+    /// [`Worker::stop`], then [`Worker::wait`].
+    ///
+    /// Cancel safety: as [`Worker::wait`].
+    pub async fn shutdown(self) -> Result<()> {
+        self.stop();
+        self.wait().await
+    }
+}
+
+impl App {
+    /// Starts a worker for this app in the current tokio runtime: connects to the broker
+    /// (or starts the embedded one), creates topics, and runs agents, timers and tasks.
+    /// An app runs at most one worker.
+    ///
+    /// Cancel safety: not cancel safe: a cancelled start may leave the app half started.
+    pub async fn start(&self) -> Result<Worker> {
+        let settings = self.settings();
+        let (bootstrap, embedded) = match &settings.broker {
+            Broker::Embedded => {
+                let cluster = Arc::new(MockCluster::new(1)?);
+                let bootstrap = cluster.bootstrap_servers();
+                tracing::info!(
+                    "no broker configured: running an embedded Kafka (librdkafka's mock cluster) at {bootstrap}"
+                );
+                (bootstrap, Some(cluster))
+            }
+            Broker::Kafka(list) => (list.clone(), None),
+        };
+        let mut base = ClientConfig::new()
+            .bootstrap_servers(&bootstrap)
+            .client_id(&settings.id);
+        for (k, v) in &settings.kafka {
+            base = base.set(k, v);
+        }
+        let mut consumer_config = base
+            .clone()
+            .group_id(&settings.id)
+            .enable_auto_commit(false)
+            .enable_auto_offset_store(false)
+            .auto_offset_reset(OffsetReset::Earliest);
+        if embedded.is_some() && !settings.kafka.contains_key("session.timeout.ms") {
+            // The mock broker makes a rejoining group wait session.timeout.ms - 1 s.
+            consumer_config = consumer_config
+                .set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "500");
+        }
+        let producer = Producer::new(
+            base.clone()
+                .compression(Compression::Lz4)
+                .linger(Duration::from_millis(5))
+                .set("enable.idempotence", "true"),
+        )?;
+        let consumer = Consumer::new(consumer_config)?;
+        let cluster = match &embedded {
+            Some(c) => Cluster::Embedded(c.clone()),
+            None => Cluster::Kafka(Admin::new(base.clone())?),
+        };
+        let mut creator = TopicCreator::new(cluster, self.clone());
+        let declared: Vec<String> = self.topics().into_iter().map(|t| t.name).collect();
+        creator.ensure(declared.iter()).await?;
+
+        let rt = Arc::new(Runtime {
+            commits: consumer.commit_handle(),
+            settings: settings.clone(),
+            producer,
+            sources: Sources::default(),
+            monitor: Monitor::default(),
+            signals: Arc::default(),
+            partitions: Mutex::default(),
+            committed: Mutex::default(),
+            stopping: CancellationToken::new(),
+            fatal: Mutex::new(None),
+            bootstrap,
+            embedded,
+        });
+        if self.inner.runtime.set(rt.clone()).is_err() {
+            return Err(Error::Lifecycle("this app already started a worker".into()));
+        }
+
+        let web = if settings.web_enabled {
+            let listener =
+                tokio::net::TcpListener::bind((settings.web_bind, settings.web_port)).await?;
+            let addr = listener.local_addr()?;
+            tracing::info!("web server at http://{addr}");
+            Some((listener, addr))
+        } else {
+            None
+        };
+        let web_addr = web.as_ref().map(|(_, a)| *a);
+
+        let (agents, timers, tasks) = {
+            let reg = self.registry();
+            let timers: Vec<_> = reg
+                .timers
+                .iter()
+                .map(|t| (t.name.clone(), t.interval, t.fun.clone()))
+                .collect();
+            let tasks: Vec<_> = reg
+                .tasks
+                .iter()
+                .map(|t| (t.name.clone(), t.fun.clone()))
+                .collect();
+            (reg.agents.clone(), timers, tasks)
+        };
+
+        let app = self.clone();
+        let conductor = Conductor::new(rt.clone(), consumer, creator);
+        let done = tokio::spawn(run(app, rt.clone(), conductor, agents, timers, tasks, web));
+        Ok(Worker {
+            app: self.clone(),
+            rt,
+            web_addr,
+            done,
+        })
+    }
+}
+
+type Named = (String, crate::app::TaskFn);
+
+async fn run(
+    app: App,
+    rt: Arc<Runtime>,
+    conductor: Conductor,
+    agents: Vec<Arc<dyn AgentRun>>,
+    timers: Vec<(String, Duration, crate::app::TaskFn)>,
+    tasks: Vec<Named>,
+    web: Option<(tokio::net::TcpListener, SocketAddr)>,
+) -> Result<()> {
+    let mut supervisors = JoinSet::new();
+    for agent in &agents {
+        for instance in 0..agent.concurrency() {
+            supervisors.spawn(supervise(app.clone(), rt.clone(), agent.clone(), instance));
+        }
+    }
+    let mut side = JoinSet::new();
+    for (name, every, fun) in timers {
+        let (app, rt) = (app.clone(), rt.clone());
+        side.spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(err) = AssertUnwindSafe(fun(app.clone()))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|p| Err(panic_message(&p).into()))
+                {
+                    tracing::error!(timer = %name, %err, "timer failed");
+                    rt.monitor.on_agent_failure();
+                }
+            }
+        });
+    }
+    for (name, fun) in tasks {
+        let (app, rt) = (app.clone(), rt.clone());
+        side.spawn(async move {
+            if let Err(err) = AssertUnwindSafe(fun(app))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|p| Err(panic_message(&p).into()))
+            {
+                tracing::error!(task = %name, %err, "task failed");
+                rt.monitor.on_agent_failure();
+            }
+        });
+    }
+    {
+        let rt = rt.clone();
+        side.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = rt.stopping.cancelled() => break,
+                    () = tokio::time::sleep(rt.settings.commit_interval) => {}
+                    () = rt.signals.commit_now.notified() => {}
+                }
+                rt.commit(None).await;
+            }
+        });
+    }
+    let web_stop = CancellationToken::new();
+    let web_task = web.map(|(listener, _)| {
+        let router = crate::web::router(app.clone(), rt.clone());
+        let stop = web_stop.clone();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(err) = serve.await {
+                tracing::error!(%err, "web server failed");
+            }
+        })
+    });
+
+    // Runs until stopped (by `stop`, a signal, or a fatal error).
+    let consumer = conductor.run().await;
+    tracing::info!("stopping: finishing events in progress");
+    let started = Instant::now();
+    side.abort_all();
+    rt.sources.close_all();
+    let deadline = rt.settings.shutdown_timeout;
+    if tokio::time::timeout(deadline, async {
+        while supervisors.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!(?deadline, "agents did not finish in time; stopping them");
+        supervisors.abort_all();
+    }
+    let remaining = deadline
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
+    if tokio::time::timeout(remaining, rt.producer.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some sent records were not delivered before the shutdown deadline");
+    }
+    rt.commit(None).await;
+    let mut consumer = consumer;
+    if let Err(err) = consumer.close_within(Duration::from_secs(10)).await {
+        tracing::warn!(%err, "closing the consumer");
+    }
+    drop(consumer);
+    web_stop.cancel();
+    if let Some(t) = web_task {
+        let _ = t.await;
+    }
+    tracing::info!(took = ?started.elapsed(), "worker stopped");
+    let fatal = rt.fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match fatal {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
+/// Runs one instance of an agent, restarting it after failures per policy.
+async fn supervise(app: App, rt: Arc<Runtime>, agent: Arc<dyn AgentRun>, instance: usize) {
+    let name: Arc<str> = Arc::from(agent.name());
+    let mut backoff: Option<Duration> = None;
+    loop {
+        let ctx = StreamCtx::new(app.clone(), name.clone());
+        let started = Instant::now();
+        let mut run = Box::pin(AssertUnwindSafe(agent.run(ctx.clone())).catch_unwind());
+        let result = (&mut run).await;
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(err.to_string()),
+            Err(panic) => Some(format!("panicked: {}", panic_message(&panic))),
+        };
+        if failure.is_some() {
+            // Events the instance still holds are not processed: fail them as they drop.
+            ctx.failed.store(true, std::sync::atomic::Ordering::Release);
+        }
+        drop(run);
+        let held = ctx.take_held();
+        if failure.is_some() {
+            held.iter().for_each(|o| o.fail());
+        }
+        drop(held);
+        let Some(reason) = failure else {
+            tracing::debug!(agent = %name, instance, "agent finished");
+            return;
+        };
+        rt.monitor.on_agent_failure();
+        tracing::error!(agent = %name, instance, %reason, "agent failed");
+        match &rt.settings.agent_failure_policy {
+            AgentFailurePolicy::StopWorker => {
+                rt.fail(Error::AgentFailed {
+                    agent: name.to_string(),
+                    reason,
+                });
+                return;
+            }
+            AgentFailurePolicy::Restart { initial, max } => {
+                // A run that lasted longer than the longest backoff starts over.
+                let wait = match backoff {
+                    Some(b) if started.elapsed() < *max => (b * 2).min(*max),
+                    _ => *initial,
+                };
+                backoff = Some(wait);
+                tracing::warn!(agent = %name, instance, ?wait, "restarting the agent");
+                tokio::select! {
+                    () = rt.stopping.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                rt.monitor.on_agent_restart();
+            }
+        }
+    }
+}
