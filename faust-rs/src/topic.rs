@@ -137,6 +137,14 @@ impl<K: Send + Sync + 'static, V: Send + Sync + 'static> Topic<K, V> {
         Ok(delivery.await?)
     }
 
+    /// Enqueues a record without waiting for its delivery; await the returned future to
+    /// know it was stored. Many records can be in flight at once.
+    ///
+    /// Cancel safety: cancel safe (if cancelled, the record was not enqueued).
+    pub async fn send_soon(&self, key: Option<&K>, value: &V) -> Result<rdkafka_async::DeliveryFuture> {
+        self.enqueue(key, value, None, &[]).await
+    }
+
     /// Enqueues a record; the future resolves on delivery.
     pub(crate) async fn enqueue(
         &self,
