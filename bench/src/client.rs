@@ -54,6 +54,13 @@ pub(crate) struct ClientArgs {
     /// Message rate of the latency test, per second (sent in equal parts every 1 ms).
     #[arg(long, default_value_t = 20_000)]
     latency_rate: u64,
+    /// The latency test producers' `linger.ms`.
+    #[arg(long, default_value_t = 1)]
+    latency_linger_ms: u32,
+    /// The consumers' `fetch.wait.max.ms` (librdkafka's default: 500). The mock broker
+    /// holds a fetch response without data this long even when data arrives meanwhile.
+    #[arg(long, default_value_t = 1)]
+    fetch_wait_max_ms: u32,
     /// The consumers' `fetch.queue.backoff.ms`, or `default` for librdkafka's (1000).
     #[arg(long, default_value = "10")]
     fetch_queue_backoff_ms: String,
@@ -82,6 +89,7 @@ impl Settings {
             ("group.id", "faust-bench".into()),
             ("enable.auto.commit", "false".into()),
             ("auto.offset.reset", "earliest".into()),
+            ("fetch.wait.max.ms", args.fetch_wait_max_ms.to_string()),
         ];
         match args.fetch_queue_backoff_ms.as_str() {
             "default" => {}
@@ -93,7 +101,7 @@ impl Settings {
             }
         }
         let mut latency_producer = producer.clone();
-        latency_producer[0].1 = "1".into();
+        latency_producer[0].1 = args.latency_linger_ms.to_string();
         Ok(Self {
             bootstrap,
             producer,
@@ -166,22 +174,35 @@ pub(crate) fn run(rt: &Runtime, args: ClientArgs) -> Result<()> {
     println!("librdkafka settings, the same for every client:");
     println!("  producers:            {}", show(&settings.producer));
     println!("  consumers:            {}", show(&settings.consumer));
-    println!("  latency producers:    {}", show(&settings.latency_producer));
+    println!(
+        "  latency producers:    {}",
+        show(&settings.latency_producer)
+    );
+    println!(
+        "  (fetch.queue.backoff.ms: librdkafka's 1000 ms stalls every consumer for ~1 s each \
+         time its queue passes queued.max.messages.kbytes, as CONFIGURATION.md warns; \
+         fetch.wait.max.ms: the mock holds a fetch without data that long, even if data \
+         arrives meanwhile)"
+    );
     println!(
         "produce: {n} x {PAYLOAD_LEN} B to a fresh {PRODUCE_PARTITIONS}-partition topic per \
-         trial (round robin), every delivery awaited; {WINDOW} in flight for the awaiting \
-         clients; one warm-up delivery first"
+         trial (partitions round robin, no key), every delivery awaited: {WINDOW} in flight \
+         for Producer and FutureProducer, send + poll(0) and a final flush (in 1 ms polls) for BaseProducer; \
+         one warm-up delivery first, untimed"
     );
     println!(
-        "consume: {n} x {PAYLOAD_LEN} B produced once into one {CONSUME_PARTITIONS}-partition \
-         topic (watermarks checked: nothing dropped by the mock's retention cap); each trial \
-         is a new consumer that assigns all {CONSUME_PARTITIONS} partitions from the beginning \
-         (manual assign, no group rebalance) and reads all {n}; timed from assign to the last \
-         message"
+        "consume: {n} x {PAYLOAD_LEN} B produced once, before the trials, into one \
+         {CONSUME_PARTITIONS}-partition topic, partition after partition in ~1 MB message \
+         sets (the mock returns one message set per partition per fetch); its watermarks are \
+         checked (low 0, highs summing to {n}: nothing dropped by the mock's retention cap). \
+         Each trial is a new consumer that looks the topic up (a watermark query, untimed), \
+         assigns all {CONSUME_PARTITIONS} partitions from the beginning (manual assign, no \
+         group rebalance) and reads all {n}, touching every payload; timed from the first \
+         message to the last"
     );
     println!(
-        "CPU: getrusage(RUSAGE_SELF) user+sys over the timed part (whole process, including \
-         the mock broker)"
+        "CPU: getrusage(RUSAGE_SELF) user+sys over the timed part (the whole process, so \
+         including the in-process mock broker)"
     );
     println!();
 
@@ -204,10 +225,11 @@ pub(crate) fn run(rt: &Runtime, args: ClientArgs) -> Result<()> {
                     &settings.theirs(&settings.producer),
                     &topic,
                     n,
-                    PRODUCE_PARTITIONS,
+                    |i| partition_of(i, PRODUCE_PARTITIONS),
+                    true,
                 )?,
             };
-            progress("produce", PRODUCERS[k], trial, &run);
+            progress("produce", PRODUCERS[k], trial, &run, "");
             produce[k].runs.push(run);
         }
     }
@@ -221,11 +243,18 @@ pub(crate) fn run(rt: &Runtime, args: ClientArgs) -> Result<()> {
             && per_partition < 100_000,
         "{n} messages over {CONSUME_PARTITIONS} partitions exceed the mock's retention cap"
     );
+    // The mock answers a fetch with at most one message set per partition: fill each
+    // partition in turn, in message sets as large as librdkafka makes them (~1 MB), so
+    // that the consumers, not the mock's fetch round trips, set the pace.
+    let mut fill = settings.theirs(&settings.producer);
+    fill.set("linger.ms", "100")
+        .set("batch.num.messages", "1000000");
     produce_base(
-        &settings.theirs(&settings.producer),
+        &fill,
         &consume_topic,
         n,
-        CONSUME_PARTITIONS,
+        |i| ((i / per_partition) as i32).min(CONSUME_PARTITIONS - 1),
+        false,
     )
     .context("filling the consume topic")?;
     check_watermarks(&settings, &consume_topic, n)?;
@@ -234,7 +263,7 @@ pub(crate) fn run(rt: &Runtime, args: ClientArgs) -> Result<()> {
     for trial in 0..args.trials {
         for k in rotation(trial) {
             let topic = consume_topic.clone();
-            let run = match k {
+            let (run, startup) = match k {
                 0 => on_runtime(
                     rt,
                     consume_ours(settings.ours(&settings.consumer), topic, n),
@@ -245,7 +274,8 @@ pub(crate) fn run(rt: &Runtime, args: ClientArgs) -> Result<()> {
                 )?,
                 _ => consume_base(&settings.theirs(&settings.consumer), &topic, n)?,
             };
-            progress("consume", CONSUMERS[k], trial, &run);
+            let first = format!("  (first message {startup:.1?} after assign)");
+            progress("consume", CONSUMERS[k], trial, &run, &first);
             consume[k].runs.push(run);
         }
     }
@@ -255,7 +285,7 @@ pub(crate) fn run(rt: &Runtime, args: ClientArgs) -> Result<()> {
     let per_tick = (args.latency_rate / 1000).max(1);
     let origin = Instant::now();
     let mut latency = Vec::new();
-    for k in 0..2 {
+    for (k, name) in LATENCY_CLIENTS.iter().enumerate() {
         let topic = format!("latency-{k}");
         cluster.create_topic(&topic, LATENCY_PARTITIONS, 1)?;
         let producer = &settings.latency_producer;
@@ -285,8 +315,7 @@ pub(crate) fn run(rt: &Runtime, args: ClientArgs) -> Result<()> {
             )?
         };
         eprintln!(
-            "latency  {:<42} p50 {:.3} ms  p99 {:.3} ms",
-            LATENCY_CLIENTS[k],
+            "latency  {name:<42} p50 {:.3} ms  p99 {:.3} ms",
             ms(percentile(&lat, 50.0)),
             ms(percentile(&lat, 99.0))
         );
@@ -379,9 +408,10 @@ fn rotation(trial: usize) -> [usize; 3] {
     order
 }
 
-fn progress(what: &str, name: &str, trial: usize, run: &Run) {
+/// One trial's result, on stderr as the run goes.
+fn progress(what: &str, name: &str, trial: usize, run: &Run, note: &str) {
     eprintln!(
-        "{what:<8} {name:<32} trial {}: {:>11} msgs/s  {:.3} CPU s/M msgs",
+        "{what:<8} {name:<32} trial {}: {:>11} msgs/s  {:.3} CPU s/M msgs{note}",
         trial + 1,
         thousands(run.rate()),
         run.cpu_per_million()
@@ -526,12 +556,16 @@ impl ProducerContext for CountingContext {
     }
 }
 
-/// `BaseProducer`: send + `poll(0)`, `poll` and retry on a full queue, final `flush`.
+/// `BaseProducer`: send + `poll(0)`, `poll` and retry on a full queue, then wait for
+/// the remaining delivery reports (a flush).
+///
+/// With `warm_up`, one message to partition 0 is delivered before the timed part.
 fn produce_base(
     config: &rdkafka::ClientConfig,
     topic: &str,
     n: u64,
-    partitions: i32,
+    partition_of: impl Fn(u64) -> i32,
+    warm_up: bool,
 ) -> Result<Run> {
     let producer: BaseProducer<CountingContext> =
         config.create_with_context(CountingContext::default())?;
@@ -553,22 +587,33 @@ fn produce_base(
             }
         }
     };
-    // Warm-up: connection and topic metadata.
-    send(record(0))?;
-    producer.flush(Duration::from_secs(10))?;
     let ctx = producer.context();
-    ensure!(ctx.delivered.load(Ordering::Relaxed) == 1, "warm-up failed");
+    let warm_ups = u64::from(warm_up);
+    if warm_up {
+        // Connection and topic metadata.
+        send(record(0))?;
+        producer.flush(Duration::from_secs(10))?;
+        ensure!(ctx.delivered.load(Ordering::Relaxed) == 1, "warm-up failed");
+    }
 
     let span = Span::start();
     for i in 0..n {
-        send(record(partition_of(i, partitions)))?;
+        send(record(partition_of(i)))?;
         producer.poll(Duration::ZERO);
     }
-    producer.flush(trial_deadline(n))?;
+    // The final flush. rust-rdkafka 0.39's `flush` polls in steps of 100 ms (its
+    // `poll(t)` always lasts `t`), which would add up to 100 ms to every trial; waiting
+    // for the last delivery reports in 1 ms polls is what the raw client can do.
+    let deadline = Instant::now() + trial_deadline(n);
+    let reported = || ctx.delivered.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed);
+    while reported() < n + warm_ups {
+        ensure!(Instant::now() < deadline, "BaseProducer flush stalled");
+        producer.poll(Duration::from_millis(1));
+    }
     let run = span.stop(n);
 
     let (delivered, failed) = (
-        ctx.delivered.load(Ordering::Relaxed) - 1,
+        ctx.delivered.load(Ordering::Relaxed) - warm_ups,
         ctx.failed.load(Ordering::Relaxed),
     );
     ensure!(
@@ -600,72 +645,101 @@ fn check_watermarks(settings: &Settings, topic: &str, n: u64) -> Result<()> {
     Ok(())
 }
 
-async fn consume_ours(config: rdkafka_async::ClientConfig, topic: String, n: u64) -> Result<Run> {
+async fn consume_ours(
+    config: rdkafka_async::ClientConfig,
+    topic: String,
+    n: u64,
+) -> Result<(Run, Duration)> {
     use rdkafka_async::{Consumer, Offset, TopicPartitionList};
     let mut consumer = Consumer::new(config)?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..CONSUME_PARTITIONS {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
-    }
-    let timed = async {
-        let span = Span::start();
+    tpl.add_range(&topic, 0..CONSUME_PARTITIONS, Offset::Beginning);
+    // Warm-up: the topic's metadata, so that no partition waits for its leader.
+    consumer
+        .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+        .await?;
+    let read = async {
+        let assigned = Instant::now();
         consumer.assign(&tpl)?;
-        let mut bytes = 0u64;
-        for _ in 0..n {
+        let first = consumer.recv().await?;
+        let startup = assigned.elapsed();
+        let mut bytes = first.payload().map_or(0, <[u8]>::len) as u64;
+        drop(first);
+        let span = Span::start();
+        for _ in 1..n {
             let msg = consumer.recv().await?;
             bytes += msg.payload().map_or(0, <[u8]>::len) as u64;
         }
-        let run = span.stop(n);
+        let run = span.stop(n - 1);
         ensure!(bytes == n * PAYLOAD_LEN as u64, "consumed {bytes} bytes");
-        anyhow::Ok(run)
+        anyhow::Ok((run, startup))
     };
-    let run = tokio::time::timeout(trial_deadline(n), timed)
+    let measured = tokio::time::timeout(trial_deadline(n), read)
         .await
         .context("rdkafka-async consume trial stalled")??;
     consumer.close().await?;
-    Ok(run)
+    Ok(measured)
 }
 
-async fn consume_stream(config: rdkafka::ClientConfig, topic: String, n: u64) -> Result<Run> {
+async fn consume_stream(
+    config: rdkafka::ClientConfig,
+    topic: String,
+    n: u64,
+) -> Result<(Run, Duration)> {
     let consumer: StreamConsumer = config.create()?;
     let tpl = all_partitions(&topic, CONSUME_PARTITIONS)?;
-    let timed = async {
-        let span = Span::start();
+    // Warm-up: the topic's metadata, so that no partition waits for its leader.
+    consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))?;
+    let read = async {
+        let assigned = Instant::now();
         consumer.assign(&tpl)?;
-        let mut bytes = 0u64;
-        for _ in 0..n {
+        let first = consumer.recv().await?;
+        let startup = assigned.elapsed();
+        let mut bytes = first.payload().map_or(0, <[u8]>::len) as u64;
+        drop(first);
+        let span = Span::start();
+        for _ in 1..n {
             let msg = consumer.recv().await?;
             bytes += msg.payload().map_or(0, <[u8]>::len) as u64;
         }
-        let run = span.stop(n);
+        let run = span.stop(n - 1);
         ensure!(bytes == n * PAYLOAD_LEN as u64, "consumed {bytes} bytes");
-        anyhow::Ok(run)
+        anyhow::Ok((run, startup))
     };
-    tokio::time::timeout(trial_deadline(n), timed)
+    tokio::time::timeout(trial_deadline(n), read)
         .await
         .context("StreamConsumer trial stalled")?
 }
 
-fn consume_base(config: &rdkafka::ClientConfig, topic: &str, n: u64) -> Result<Run> {
+fn consume_base(config: &rdkafka::ClientConfig, topic: &str, n: u64) -> Result<(Run, Duration)> {
     let consumer: BaseConsumer = config.create()?;
     let tpl = all_partitions(topic, CONSUME_PARTITIONS)?;
+    // Warm-up: the topic's metadata, so that no partition waits for its leader.
+    consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
     let deadline = Instant::now() + trial_deadline(n);
-    let span = Span::start();
+    let assigned = Instant::now();
     consumer.assign(&tpl)?;
+    let mut startup = Duration::ZERO;
     let (mut count, mut bytes) = (0u64, 0u64);
+    let mut span = None;
     while count < n {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(msg)) => {
                 count += 1;
                 bytes += msg.payload().map_or(0, <[u8]>::len) as u64;
+                if count == 1 {
+                    drop(msg);
+                    startup = assigned.elapsed();
+                    span = Some(Span::start());
+                }
             }
             Some(Err(e)) => return Err(e.into()),
             None => ensure!(Instant::now() < deadline, "BaseConsumer trial stalled"),
         }
     }
-    let run = span.stop(n);
+    let run = span.context("no message")?.stop(n - 1);
     ensure!(bytes == n * PAYLOAD_LEN as u64, "consumed {bytes} bytes");
-    Ok(run)
+    Ok((run, startup))
 }
 
 fn all_partitions(topic: &str, partitions: i32) -> Result<rdkafka::TopicPartitionList> {
@@ -695,15 +769,16 @@ async fn latency_ours(
 
     let mut consumer = Consumer::new(consumer_config)?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..LATENCY_PARTITIONS {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
-    }
+    tpl.add_range(&topic, 0..LATENCY_PARTITIONS, Offset::Beginning);
     consumer.assign(&tpl)?;
     let (ready_tx, ready_rx) = oneshot::channel();
     let receiver = tokio::spawn(async move {
         for _ in 0..LATENCY_PARTITIONS {
             let msg = consumer.recv().await?;
-            ensure!(stamp_of(msg.payload())? == WARMUP_STAMP, "unexpected message");
+            ensure!(
+                stamp_of(msg.payload())? == WARMUP_STAMP,
+                "unexpected message"
+            );
         }
         let _ = ready_tx.send(());
         let mut latencies = Vec::with_capacity(expected as usize);
@@ -773,7 +848,10 @@ async fn latency_theirs(
     let receiver = tokio::spawn(async move {
         for _ in 0..LATENCY_PARTITIONS {
             let msg = consumer.recv().await?;
-            ensure!(stamp_of(msg.payload())? == WARMUP_STAMP, "unexpected message");
+            ensure!(
+                stamp_of(msg.payload())? == WARMUP_STAMP,
+                "unexpected message"
+            );
         }
         let _ = ready_tx.send(());
         let mut latencies = Vec::with_capacity(expected as usize);

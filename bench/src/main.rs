@@ -1,7 +1,8 @@
 //! # faust-bench
 //!
-//! Benchmarks of faust-rs. Each subcommand is one benchmark; all of them run on an
-//! in-process librdkafka mock cluster, so they need no Kafka broker.
+//! Benchmarks of faust-rs, one subcommand each (`faust-bench --help` lists them). The
+//! `client` benchmark needs no Kafka broker: it runs on librdkafka's mock cluster, in
+//! process.
 //!
 //! ## `client`: rdkafka-async against rust-rdkafka
 //!
@@ -10,24 +11,36 @@
 //! cargo run --release -p faust-bench -- client --messages 100000 --trials 1   # smoke run
 //! ```
 //!
-//! In one run, on one mock cluster (`rdkafka_async::MockCluster`, one broker), with the
-//! same librdkafka settings for every client (printed at the start):
+//! In one run, on one mock cluster (`rdkafka_async::MockCluster`, one broker, in this
+//! process), with the same librdkafka settings for every client (printed at the start):
 //!
-//! * **produce**: `--messages` messages of 100 bytes to an 8-partition topic, every
-//!   delivery awaited. rdkafka-async's `Producer` and rust-rdkafka's `FutureProducer`
-//!   both keep a window of 10,000 deliveries in flight (awaiting the oldest when full);
-//!   rust-rdkafka's `BaseProducer` (send + `poll(0)`, final `flush`) is the raw
-//!   librdkafka limit.
+//! * **produce**: `--messages` messages of 100 bytes to a fresh 8-partition topic per
+//!   trial, every delivery awaited. rdkafka-async's `Producer` and rust-rdkafka's
+//!   `FutureProducer` both keep a window of 10,000 deliveries in flight (awaiting the
+//!   oldest when full); rust-rdkafka's `BaseProducer` (send + `poll(0)`, then waiting for
+//!   the last delivery reports) is the raw librdkafka limit.
 //! * **consume**: the same number of messages, produced once into a 64-partition topic
-//!   (under the mock's per-partition retention cap, which is checked), read by
-//!   rdkafka-async's `Consumer`, rust-rdkafka's `StreamConsumer` and a `BaseConsumer`
-//!   poll loop, each assigning all partitions from the beginning.
-//! * **latency**: end-to-end p50/p99 at a steady 20,000 msgs/s for 3 s, rdkafka-async's
-//!   producer + consumer against `FutureProducer` + `StreamConsumer`.
+//!   (under the mock's per-partition retention cap: its watermarks are checked), read in
+//!   full by rdkafka-async's `Consumer`, rust-rdkafka's `StreamConsumer` and a
+//!   `BaseConsumer` poll loop, each a new consumer that assigns all partitions from the
+//!   beginning. Timed from the first message to the last, so librdkafka's start-up
+//!   (offset lookups) is left out.
+//! * **latency**: end-to-end p50/p99 at a steady 20,000 msgs/s for 3 s (20 messages every
+//!   1 ms, each carrying its send time), rdkafka-async's `Producer` + `Consumer` against
+//!   `FutureProducer` + `StreamConsumer`, with `linger.ms=1`.
 //!
-//! Throughput is the best of `--trials` trials; CPU is the process's user + system time
-//! (`getrusage(RUSAGE_SELF)`, so it includes the in-process mock broker) per million
-//! messages, the lowest over the trials. The last line printed is
+//! Two consumer settings matter on the mock and are set for every client:
+//! `fetch.queue.backoff.ms=10` (librdkafka's 1000 ms default stalls a consumer for about
+//! a second each time its queue passes `queued.max.messages.kbytes`, as librdkafka's
+//! CONFIGURATION.md warns; `--fetch-queue-backoff-ms default` shows it) and
+//! `fetch.wait.max.ms=1` (the mock holds a fetch that found no data for the whole wait,
+//! even when data arrives meanwhile, which would dominate the latencies).
+//!
+//! Throughput is the best of `--trials` trials (the clients take turns going first); CPU
+//! is the process's user + system time (`getrusage(RUSAGE_SELF)`, so it includes the
+//! in-process mock broker) per million messages, the lowest over the trials. Each
+//! trial's result goes to stderr as the run goes; the report goes to stdout, and its
+//! last line is
 //!
 //! ```text
 //! ratios produce_vs_future=X produce_vs_base=X consume_vs_stream=X consume_vs_base=X cpu_consume_vs_stream=X
