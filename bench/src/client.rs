@@ -29,8 +29,12 @@ const PRODUCE_PARTITIONS: i32 = 8;
 const CONSUME_PARTITIONS: i32 = 64;
 /// Partitions of each latency topic.
 const LATENCY_PARTITIONS: i32 = 8;
-/// Deliveries kept in flight by the awaiting producers.
+/// Deliveries `FutureProducer` keeps in flight (each is a boxed oneshot).
 const WINDOW: usize = 10_000;
+/// Deliveries rdkafka-async's `Producer` keeps in flight: as many as the producer queue
+/// holds (`queue.buffering.max.messages`); its delivery futures allocate nothing per
+/// message, so the window is bounded by librdkafka's queue, not by memory per future.
+const OURS_WINDOW: usize = 1_000_000;
 /// The mock broker keeps at most this many bytes per partition (and at most 100,000
 /// message sets), dropping older data silently.
 const MOCK_PARTITION_BYTES: u64 = 5 * 1024 * 1024;
@@ -186,8 +190,8 @@ pub(crate) fn run(rt: &Runtime, args: ClientArgs) -> Result<()> {
     );
     println!(
         "produce: {n} x {PAYLOAD_LEN} B to a fresh {PRODUCE_PARTITIONS}-partition topic per \
-         trial (partitions round robin, no key), every delivery awaited: {WINDOW} in flight \
-         for Producer and FutureProducer, send + poll(0) and a final flush (in 1 ms polls) for BaseProducer; \
+         trial (partitions round robin, no key), every delivery awaited: up to {OURS_WINDOW} in flight \
+         for Producer (the producer queue's bound), {WINDOW} for FutureProducer, send + poll(0) and a final flush (in 1 ms polls) for BaseProducer; \
          one warm-up delivery first, untimed"
     );
     println!(
@@ -453,9 +457,9 @@ async fn produce_ours(config: rdkafka_async::ClientConfig, topic: String, n: u64
 
     let timed = async {
         let span = Span::start();
-        let mut window = VecDeque::with_capacity(WINDOW);
+        let mut window = VecDeque::with_capacity(OURS_WINDOW.min(n as usize));
         for i in 0..n {
-            if window.len() == WINDOW {
+            if window.len() == OURS_WINDOW {
                 if let Some(oldest) = window.pop_front() {
                     oldest.await?;
                 }

@@ -15,9 +15,11 @@
 //! process), with the same librdkafka settings for every client (printed at the start):
 //!
 //! * **produce**: `--messages` messages of 100 bytes to a fresh 8-partition topic per
-//!   trial, every delivery awaited. rdkafka-async's `Producer` and rust-rdkafka's
-//!   `FutureProducer` both keep a window of 10,000 deliveries in flight (awaiting the
-//!   oldest when full); rust-rdkafka's `BaseProducer` (send + `poll(0)`, then waiting for
+//!   trial, every delivery awaited (awaiting the oldest when the window is full).
+//!   rust-rdkafka's `FutureProducer` keeps 10,000 deliveries in flight (each a boxed
+//!   oneshot); rdkafka-async's `Producer`, whose delivery futures allocate nothing, keeps
+//!   up to the producer queue's bound (`queue.buffering.max.messages` = 1,000,000), so
+//!   librdkafka's linger does not cap its pipeline; rust-rdkafka's `BaseProducer` (send + `poll(0)`, then waiting for
 //!   the last delivery reports) is the raw librdkafka limit.
 //! * **consume**: the same number of messages, produced once into a 64-partition topic
 //!   (under the mock's per-partition retention cap: its watermarks are checked), read in

@@ -359,6 +359,8 @@ pub struct Consumer {
     readiness: Arc<Readiness>,
     keepalive: Pin<Box<Sleep>>,
     keepalive_every: Duration,
+    /// When librdkafka was last polled for messages.
+    last_poll: std::time::Instant,
     closed: bool,
 }
 
@@ -408,6 +410,7 @@ impl Consumer {
             readiness,
             keepalive: Box::pin(tokio::time::sleep(keepalive_every)),
             keepalive_every,
+            last_poll: std::time::Instant::now(),
             closed: false,
         })
     }
@@ -512,6 +515,13 @@ impl Consumer {
             return Poll::Ready(Err(Error::Closed));
         }
         loop {
+            // Buffered messages first: control events are looked at before each batch is
+            // taken from librdkafka (not per message: polling the consumer queue costs a
+            // lock and two clock reads), and a revocation purges the buffer of its
+            // partitions before it is returned.
+            if let Some(m) = self.buffer.pop(&self.shared) {
+                return Poll::Ready(m.map(ConsumerEvent::Message));
+            }
             while let Some(event) = self.shared.control.poll_event() {
                 match event.kind() {
                     sys::RD_KAFKA_EVENT_REBALANCE => {
@@ -532,14 +542,9 @@ impl Consumer {
                     }
                 }
             }
-            if let Some(m) = self.buffer.pop(&self.shared) {
-                return Poll::Ready(m.map(ConsumerEvent::Message));
-            }
+            // librdkafka counts this as a poll: max.poll.interval.ms starts again.
             let n = self.buffer.fill(&self.shared.messages);
-            // librdkafka counted that as a poll: max.poll.interval.ms starts again.
-            self.keepalive
-                .as_mut()
-                .reset(Instant::now() + self.keepalive_every);
+            self.last_poll = std::time::Instant::now();
             if n > 0 {
                 continue;
             }
@@ -549,9 +554,17 @@ impl Consumer {
                 Poll::Pending => {}
             }
             // Idle but waiting for messages: poll librdkafka before max.poll.interval.ms
-            // runs out, so the member stays in its group.
+            // runs out, so the member stays in its group. The timer is re-armed only when
+            // it fires, not on every poll.
             if self.keepalive.as_mut().poll(cx).is_ready() {
-                continue;
+                let due = self.last_poll + self.keepalive_every;
+                if std::time::Instant::now() >= due {
+                    continue;
+                }
+                self.keepalive.as_mut().reset(Instant::from_std(due));
+                if self.keepalive.as_mut().poll(cx).is_ready() {
+                    continue;
+                }
             }
             return Poll::Pending;
         }

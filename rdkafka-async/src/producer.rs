@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
@@ -136,11 +136,37 @@ impl Drop for DeliveryFuture {
     }
 }
 
+/// FNV-1a: topic names are short, so a simple hash beats SipHash on the send path.
+#[derive(Default, Clone, Copy)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type TopicMap = HashMap<Box<str>, Box<TopicHandle>, std::hash::BuildHasherDefault<Fnv>>;
+
 /// A cached `rd_kafka_topic_t`, so sending does not look the topic up by name in C.
-struct TopicHandle(NativePtr<sys::rd_kafka_topic_t>);
+struct TopicHandle {
+    name: Box<str>,
+    rkt: NativePtr<sys::rd_kafka_topic_t>,
+}
 
 struct Inner {
-    topics: RwLock<HashMap<Box<str>, TopicHandle>>,
+    topics: RwLock<TopicMap>,
+    /// The handle used last: most producers send to one topic at a time, and this skips
+    /// the lock and the hash. Points into a `Box` of `topics`, whose entries are never
+    /// removed or moved while `Inner` lives.
+    last: AtomicPtr<TopicHandle>,
     client: Arc<Client>,
 }
 
@@ -206,7 +232,8 @@ impl Producer {
         let client = Client::new(Kind::Producer, &config, sys::RD_KAFKA_EVENT_DR)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                topics: RwLock::new(HashMap::new()),
+                topics: RwLock::new(TopicMap::default()),
+                last: AtomicPtr::new(std::ptr::null_mut()),
                 client,
             }),
         })
@@ -218,6 +245,11 @@ impl Producer {
     /// Cancel safety: cancel safe. If cancelled while waiting for room, the record was
     /// not enqueued.
     pub async fn send(&self, record: Record<'_>) -> Result<DeliveryFuture> {
+        // Fast path: no waiter registration unless the queue is full.
+        match self.try_send(&record) {
+            Err(err) if is_queue_full(&err) => {}
+            other => return other,
+        }
         loop {
             let mut room = pin!(self.inner.client.drained.notified());
             room.as_mut().enable();
@@ -328,18 +360,35 @@ impl Producer {
 
     /// The cached topic handle for `name`, created on first use.
     fn topic_handle(&self, name: &str) -> Result<*mut sys::rd_kafka_topic_t> {
-        if let Some(t) = self
+        let last = self.inner.last.load(Ordering::Acquire);
+        if !last.is_null() {
+            // SAFETY: `last` points into a boxed entry of `topics`; entries are never
+            // removed or moved while `self.inner` lives.
+            let entry = unsafe { &*last };
+            if &*entry.name == name {
+                return Ok(entry.rkt.ptr());
+            }
+        }
+        let found = self
             .inner
             .topics
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-        {
-            return Ok(t.0.ptr());
-        }
+            .map(|t| (&**t as *const TopicHandle).cast_mut());
+        let entry = match found {
+            Some(entry) => entry,
+            None => self.new_topic_handle(name)?,
+        };
+        self.inner.last.store(entry, Ordering::Release);
+        // SAFETY: as above.
+        Ok(unsafe { &*entry }.rkt.ptr())
+    }
+
+    fn new_topic_handle(&self, name: &str) -> Result<*mut TopicHandle> {
         let mut topics = self.inner.topics.write().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = topics.get(name) {
-            return Ok(t.0.ptr());
+            return Ok((&**t as *const TopicHandle).cast_mut());
         }
         let cname = Client::cstring(name)?;
         // SAFETY: valid handle and name; a null conf uses the defaults.
@@ -351,12 +400,16 @@ impl Producer {
             )
         };
         // SAFETY: non-null `rkt` is a new reference we own.
-        let handle = unsafe { NativePtr::from_ptr(rkt) }.ok_or_else(|| {
+        let rkt = unsafe { NativePtr::from_ptr(rkt) }.ok_or_else(|| {
             // SAFETY: reads the calling thread's last librdkafka error.
             Error::from_code(unsafe { sys::rd_kafka_last_error() })
         })?;
-        let ptr = handle.ptr();
-        topics.insert(name.into(), TopicHandle(handle));
+        let entry = Box::new(TopicHandle {
+            name: name.into(),
+            rkt,
+        });
+        let ptr = (&*entry as *const TopicHandle).cast_mut();
+        topics.insert(name.into(), entry);
         Ok(ptr)
     }
 
