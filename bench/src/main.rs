@@ -53,8 +53,11 @@
 //! rdkafka-async's consumer CPU seconds per million messages divided by
 //! `StreamConsumer`'s (below 1.00: rdkafka-async uses less CPU).
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod measure;
+mod w1;
 
 use clap::{Parser, Subcommand};
 
@@ -70,14 +73,23 @@ struct Cli {
 enum Command {
     /// rdkafka-async against rust-rdkafka: produce and consume throughput, CPU, latency.
     Client(client::ClientArgs),
+    /// W1 "passthrough count": a faust-rs agent against a bare rdkafka-async loop.
+    W1(w1::W1Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match cli.command {
         Command::Client(args) => client::run(&runtime, args),
+        Command::W1(args) => w1::run(&runtime, args),
     }
 }

@@ -7,16 +7,13 @@ use std::time::{Duration, Instant};
 /// Everything in the process counts: the clients' own threads, librdkafka's threads,
 /// the tokio workers and, in these benchmarks, the in-process mock cluster's threads.
 pub(crate) fn process_cpu_time() -> Duration {
-    // SAFETY: `rusage` is a plain C struct of integers, for which all-zero is valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable `rusage` for the duration of the call.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    assert_eq!(rc, 0, "getrusage(RUSAGE_SELF) failed");
-    timeval(usage.ru_utime) + timeval(usage.ru_stime)
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage(RUSAGE_SELF) failed");
+    timeval(usage.user_time()) + timeval(usage.system_time())
 }
 
-fn timeval(tv: libc::timeval) -> Duration {
-    Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
+fn timeval(tv: nix::sys::time::TimeVal) -> Duration {
+    Duration::from_secs(tv.tv_sec() as u64) + Duration::from_micros(tv.tv_usec() as u64)
 }
 
 /// A running measurement: wall-clock and process CPU time since `start`.

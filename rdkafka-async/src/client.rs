@@ -190,7 +190,14 @@ impl Client {
     /// Handles one event from the main or the reply queue.
     fn dispatch(&self, event: Event, wakers: &mut Vec<Waker>) {
         match event.kind() {
-            sys::RD_KAFKA_EVENT_DR => self.deliver(&event, wakers),
+            sys::RD_KAFKA_EVENT_DR => {
+                let delivered = self.deliver(&event, wakers);
+                // librdkafka frees room in its queue when the report is destroyed: only
+                // then may waiting senders retry.
+                drop(event);
+                self.in_flight.fetch_sub(delivered, Ordering::AcqRel);
+                self.drained.notify_waiters();
+            }
             sys::RD_KAFKA_EVENT_LOG => log_event(&event),
             sys::RD_KAFKA_EVENT_STATS => {
                 // SAFETY: valid stats event; the string lives as long as the event.
@@ -225,8 +232,9 @@ impl Client {
         }
     }
 
-    /// Completes the delivery futures of a delivery-report event (many messages each).
-    fn deliver(&self, event: &Event, wakers: &mut Vec<Waker>) {
+    /// Completes the delivery futures of a delivery-report event (many messages each);
+    /// returns how many messages it reported.
+    fn deliver(&self, event: &Event, wakers: &mut Vec<Waker>) -> usize {
         let mut batch: [*const sys::rd_kafka_message_t; 256] = [std::ptr::null(); 256];
         let mut total = 0;
         loop {
@@ -246,8 +254,7 @@ impl Client {
             });
             self.deliveries.complete_many(results, wakers);
         }
-        self.in_flight.fetch_sub(total, Ordering::AcqRel);
-        self.drained.notify_waiters();
+        total
     }
 }
 

@@ -180,7 +180,9 @@ impl Error {
                 code: ErrorCode(sys::rd_kafka_error_code(err.ptr())),
                 message: cstr_to_string(sys::rd_kafka_error_string(err.ptr())),
                 fatal: sys::rd_kafka_error_is_fatal(err.ptr()) != 0,
-                retriable: sys::rd_kafka_error_is_retriable(err.ptr()) != 0,
+                // librdkafka does not flag every transient error (e.g. `_QUEUE_FULL`).
+                retriable: sys::rd_kafka_error_is_retriable(err.ptr()) != 0
+                    || ErrorCode(sys::rd_kafka_error_code(err.ptr())).is_retriable(),
             })
         }
     }
