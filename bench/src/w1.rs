@@ -36,6 +36,9 @@ pub(crate) struct W1Args {
     /// Trials per contender (the best counts).
     #[arg(long, default_value_t = 3)]
     trials: usize,
+    /// Run only the faust-rs agent (for profiling); no ratios line.
+    #[arg(long)]
+    only_agent: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +70,9 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: W1Args) -> Result<()>
             // Alternate who goes first.
             let order = if trial % 2 == 0 { [false, true] } else { [true, false] };
             for faust_first in order {
+                if args.only_agent && !faust_first {
+                    continue;
+                }
                 if faust_first {
                     let r = faust_trial(&bootstrap, &args, trial, &expected).await?;
                     eprintln!("  trial {trial}: faust-rs agent {}/s", thousands(r.rate()));
@@ -77,6 +83,10 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: W1Args) -> Result<()>
                     raw.runs.push(r);
                 }
             }
+        }
+        if args.only_agent {
+            println!("faust-rs agent: {}/s, {:.3} CPU s/M", thousands(agent.best_rate()), agent.best_cpu_per_million());
+            return Ok(());
         }
         println!("{:<36} {:>14} {:>14}", "contender", "best events/s", "CPU s/M events");
         for (name, t) in [("faust-rs agent (App + agent)", &agent), ("rdkafka-async consume loop", &raw)] {

@@ -167,7 +167,8 @@ impl App {
         self.set(|s| s.decode_error_policy = policy)
     }
 
-    /// Declares a topic with JSON keys and values (change them with
+    /// Declares a topic: keys through [`Auto`](crate::codec::Auto) (JSON, with strings as
+    /// raw bytes), values through JSON (change them with
     /// [`Topic::key_codec`]/[`Topic::value_codec`]).
     pub fn topic<K, V>(&self, name: &str) -> Topic<K, V>
     where

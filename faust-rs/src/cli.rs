@@ -1,6 +1,6 @@
 //! The command line: every app's `main()` and the standalone `faust` program.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -84,6 +84,7 @@ fn init_logging(level: Option<&str>) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -151,7 +152,7 @@ impl App {
             AppCommand::Send(args) => {
                 let broker = match &settings.broker {
                     Broker::Kafka(list) => list.clone(),
-                    Broker::Embedded => fetch_status(&web).await?.broker,
+                    Broker::Embedded => broker_of(&web).await?,
                 };
                 send(&broker, &args).await
             }
@@ -183,30 +184,57 @@ impl App {
 
     /// Runs a worker until SIGTERM or SIGINT (graceful); a second signal exits at once.
     async fn run_worker(&self) -> Result<()> {
-        let worker = self.start().await?;
+        // Listen before starting: a signal while the worker starts must not kill it
+        // half-way (the default action), but stop it like any other.
+        let mut signals = Signals::new()?;
+        let worker = tokio::select! {
+            started = self.start() => started?,
+            () = signals.recv() => {
+                tracing::info!("signal received while starting: not starting the worker");
+                return Ok(());
+            }
+        };
         let stopping = worker.stopping();
-        let signals = tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            let mut int =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let watcher = tokio::spawn(async move {
             tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-                () = stopping.cancelled() => return Ok::<_, std::io::Error>(()),
+                () = signals.recv() => {}
+                () = stopping.cancelled() => return,
             }
             tracing::info!("signal received: stopping gracefully (signal again to exit at once)");
             stopping.cancel();
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+            signals.recv().await;
             tracing::warn!("second signal: exiting at once");
             std::process::exit(130);
         });
         let result = worker.wait().await;
-        signals.abort();
+        watcher.abort();
         result
+    }
+}
+
+/// SIGTERM and SIGINT, as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    ///
+    /// Cancel safety: cancel safe.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 
@@ -237,8 +265,22 @@ fn http() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
-fn unreachable(url: &str, err: impl std::fmt::Display) -> Error {
-    Error::Lifecycle(format!("no worker answers at {url}: {err}"))
+fn unreachable(url: &str, err: reqwest::Error) -> Error {
+    // reqwest's message names the URL; the reason is at the end of the chain of sources.
+    let mut reason: &dyn std::error::Error = &err;
+    while let Some(source) = reason.source() {
+        reason = source;
+    }
+    let reason = if err.is_timeout() {
+        "no answer in time".to_owned()
+    } else if let Some(status) = err.status() {
+        format!("it answered {status}")
+    } else {
+        reason.to_string()
+    };
+    Error::Lifecycle(format!(
+        "no worker answers at {url} ({reason}); is it running, with its web server on that port?"
+    ))
 }
 
 async fn fetch_status(web: &str) -> Result<Status> {
@@ -255,28 +297,95 @@ async fn fetch_status(web: &str) -> Result<Status> {
         .map_err(|e| Error::Lifecycle(format!("{url} did not answer a status document: {e}")))
 }
 
+/// The broker of the worker at `web` (to send through it).
+async fn broker_of(web: &str) -> Result<String> {
+    match fetch_status(web).await {
+        Ok(status) => Ok(status.broker),
+        Err(err) => Err(Error::Lifecycle(format!(
+            "{err}\n(send asks the running worker for its broker; give --broker to send \
+             without one)"
+        ))),
+    }
+}
+
 async fn print_status(web: &str) -> Result<()> {
     let s = fetch_status(web).await?;
-    println!("app:     {}", s.app);
-    println!("state:   {}", s.state);
-    println!(
-        "broker:  {}{}",
+    print!("{}", render_status(&s));
+    Ok(())
+}
+
+/// The `status` report.
+fn render_status(s: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let stat = |path: &[&str]| {
+        path.iter()
+            .fold(&s.stats, |v, k| &v[*k])
+            .as_f64()
+            .unwrap_or(0.0)
+    };
+    let _ = writeln!(out, "app:        {}", s.app);
+    let _ = writeln!(out, "state:      {}", s.state);
+    let _ = writeln!(
+        out,
+        "broker:     {}{}",
         s.broker,
-        if s.embedded_broker { " (embedded)" } else { "" }
+        if s.embedded_broker {
+            " (embedded in the worker)"
+        } else {
+            ""
+        }
     );
-    println!("agents:");
+    let _ = writeln!(out, "uptime:     {:.1} s", stat(&["uptime_s"]));
+    let _ = writeln!(out, "agents:");
     for a in &s.agents {
-        println!("  {} <- {} (x{})", a.name, a.topic, a.concurrency);
-    }
-    println!("partitions:");
-    for p in &s.partitions {
-        println!(
-            "  {}[{}] commit point {:?}, committed {:?}, in progress {}",
-            p.topic, p.partition, p.commit_point, p.committed, p.in_progress
+        let sinks = if a.sinks.is_empty() {
+            String::new()
+        } else {
+            format!(" -> {}", a.sinks.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "  {} <- {} (x{}){sinks}: {} events",
+            a.name,
+            a.topic,
+            a.concurrency,
+            stat(&["events_by_agent", &a.name])
         );
     }
-    println!("stats:   {}", s.stats);
-    Ok(())
+    if s.partitions.is_empty() {
+        let _ = writeln!(
+            out,
+            "partitions: none yet (no event consumed since the last assignment)"
+        );
+    } else {
+        let _ = writeln!(out, "partitions:");
+    }
+    let offset = |o: Option<i64>| o.map_or_else(|| "-".to_owned(), |o| o.to_string());
+    for p in &s.partitions {
+        let _ = writeln!(
+            out,
+            "  {}[{}]: committed {}, commit point {}, in progress {}",
+            p.topic,
+            p.partition,
+            offset(p.committed),
+            offset(p.commit_point),
+            p.in_progress
+        );
+    }
+    let _ = writeln!(
+        out,
+        "counters:   {} records in, {} commits (avg {:.1} ms), {} decode errors, \
+         {} agent failures, {} agent restarts, {} send errors",
+        stat(&["messages_in"]),
+        stat(&["commit", "count"]),
+        stat(&["commit", "avg_ms"]),
+        stat(&["decode_errors"]),
+        stat(&["agent_failures"]),
+        stat(&["agent_restarts"]),
+        stat(&["send_errors"]),
+    );
+    out
 }
 
 async fn ping(web: &str) -> Result<()> {
@@ -388,9 +497,9 @@ pub fn faust_main() -> ! {
                 let broker = match broker {
                     Some(b) => match Broker::parse(&b)? {
                         Broker::Kafka(list) => list,
-                        Broker::Embedded => fetch_status(&web).await?.broker,
+                        Broker::Embedded => broker_of(&web).await?,
                     },
-                    None => fetch_status(&web).await?.broker,
+                    None => broker_of(&web).await?,
                 };
                 send(&broker, &args).await
             }
@@ -418,15 +527,15 @@ async fn run_broker(port: u16, brokers: i32, topics: &[String]) -> Result<()> {
         };
         cluster.create_topic(name, partitions, brokers.min(3))?;
     }
+    // Listen for signals before announcing the address: whoever reads it may stop the
+    // broker at once.
+    let mut signals = Signals::new()?;
     let listener = cluster.listen_on(port).await?;
     println!("bootstrap.servers={}", listener.bootstrap_servers());
     let _ = std::io::stdout().flush();
     tracing::info!(servers = %listener.bootstrap_servers(), "development broker running; SIGTERM or Ctrl-C stops it");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    signals.recv().await;
+    tracing::info!("signal received: stopping the broker");
     drop(listener);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Codecs: how keys and values become bytes and back.
 //!
-//! Three are built in: [`Json`] (the default), [`Raw`] (bytes and strings as they are) and
+//! Four are built in: [`Json`] (the default for values), [`Auto`] (the default for keys:
+//! JSON, but strings as their raw bytes), [`Raw`] (bytes and strings as they are) and
 //! [`Binary`] (MessagePack: compact, self-describing, serde-based). Any type implementing
 //! [`Codec<T>`] can be used for a topic's keys or values.
 
@@ -74,6 +75,44 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Binary {
     }
     fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
         rmp_serde::from_slice(bytes).map_err(|e| CodecError::new("binary", e))
+    }
+}
+
+/// The default key codec: JSON, except that a string is its raw UTF-8 bytes, as Faust's
+/// `raw` key serializer and most Kafka producers write keys. So a `String` key `u1` is
+/// the bytes `u1` on the wire, while numbers and structs are JSON.
+///
+/// ```
+/// use faust::codec::{Auto, Codec};
+/// assert_eq!(Auto.encode(&"u1".to_string()).unwrap(), b"u1");
+/// assert_eq!(Auto.encode(&42u32).unwrap(), b"42");
+/// let key: String = Auto.decode(b"u1").unwrap();
+/// assert_eq!(key, "u1");
+/// let key: String = Auto.decode(b"123").unwrap();
+/// assert_eq!(key, "123");
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Auto;
+
+impl<T: Serialize + DeserializeOwned> Codec<T> for Auto {
+    fn name(&self) -> &'static str {
+        "auto"
+    }
+    fn encode(&self, value: &T) -> Result<Vec<u8>, CodecError> {
+        match serde_json::to_value(value).map_err(|e| CodecError::new("auto", e))? {
+            serde_json::Value::String(s) => Ok(s.into_bytes()),
+            other => serde_json::to_vec(&other).map_err(|e| CodecError::new("auto", e)),
+        }
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        match serde_json::from_slice(bytes) {
+            Ok(v) => Ok(v),
+            Err(json_err) => {
+                let text = std::str::from_utf8(bytes).map_err(|_| CodecError::new("auto", &json_err))?;
+                serde_json::from_value(serde_json::Value::String(text.to_owned()))
+                    .map_err(|_| CodecError::new("auto", json_err))
+            }
+        }
     }
 }
 

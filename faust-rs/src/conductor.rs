@@ -23,9 +23,10 @@ pub(crate) struct Conductor {
     rt: Arc<Runtime>,
     consumer: Consumer,
     creator: TopicCreator,
-    routes: HashMap<String, Vec<Sender<Arc<Inbound>>>>,
+    routes: HashMap<String, Arc<[Sender<Arc<Inbound>>]>>,
     routes_version: u64,
-    partitions: HashMap<(String, i32), Arc<PartitionAcks>>,
+    /// topic -> partition -> window (looked up by `&str`, with no allocation per record).
+    partitions: HashMap<String, HashMap<i32, Arc<PartitionAcks>>>,
     subscribed: BTreeSet<String>,
 }
 
@@ -47,18 +48,27 @@ impl Conductor {
         let mut topics = self.rt.sources.topics();
         let initial = topics.borrow_and_update().clone();
         self.resubscribe(initial).await;
+        // The futures of the rare events are made once and re-armed only after they fire,
+        // not once per record.
+        let stopping = self.rt.stopping.clone();
+        let signals = self.rt.signals.clone();
+        let mut stopped = std::pin::pin!(stopping.cancelled());
+        let mut rewind = std::pin::pin!(signals.rewind.notified());
+        let mut changed = watch_topics(topics.clone());
         loop {
             tokio::select! {
                 biased;
-                () = self.rt.stopping.cancelled() => break,
-                changed = topics.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
+                () = &mut stopped => break,
+                watcher = &mut changed => {
+                    let Some(watcher) = watcher else { break };
+                    changed = watch_topics(watcher);
                     let set = topics.borrow_and_update().clone();
                     self.resubscribe(set).await;
                 }
-                () = self.rt.signals.rewind.notified() => self.rewind().await,
+                () = &mut rewind => {
+                    rewind.set(signals.rewind.notified());
+                    self.rewind().await;
+                }
                 event = self.consumer.next_event() => match event {
                     Ok(ConsumerEvent::Message(m)) => self.dispatch(m).await,
                     Ok(ConsumerEvent::Rebalance(r)) => self.rebalance(r).await,
@@ -87,42 +97,55 @@ impl Conductor {
         }
     }
 
-    fn senders(&mut self, topic: &str) -> &[Sender<Arc<Inbound>>] {
+    fn senders(&mut self, topic: &str) -> Arc<[Sender<Arc<Inbound>>]> {
         let version = self.rt.sources.version();
         if version != self.routes_version {
             self.routes.clear();
             self.routes_version = version;
         }
-        if !self.routes.contains_key(topic) {
-            self.routes
-                .insert(topic.to_owned(), self.rt.sources.senders(topic));
+        if let Some(s) = self.routes.get(topic) {
+            return s.clone();
         }
-        &self.routes[topic]
+        let senders: Arc<[Sender<Arc<Inbound>>]> = self.rt.sources.senders(topic).into();
+        self.routes.insert(topic.to_owned(), senders.clone());
+        senders
     }
 
     fn acks(&mut self, topic: &str, partition: i32) -> Arc<PartitionAcks> {
-        if let Some(p) = self.partitions.get(&(topic.to_owned(), partition)) {
+        if let Some(p) = self.partitions.get(topic).and_then(|m| m.get(&partition)) {
             return p.clone();
         }
         let p = self.rt.partition(topic, partition);
         self.partitions
-            .insert((topic.to_owned(), partition), p.clone());
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(partition, p.clone());
         p
     }
 
     async fn dispatch(&mut self, m: Message) {
         self.rt.monitor.on_message_in();
         let acks = self.acks(m.topic(), m.partition());
-        let senders = self.senders(m.topic()).to_vec();
+        let senders = self.senders(m.topic());
         let inbound = Inbound::track(m, acks);
-        for tx in senders {
+        for tx in senders.iter() {
+            // Fast path: room in the channel.
+            let item = match tx.try_send(inbound.clone()) {
+                Ok(()) => continue,
+                Err(async_channel::TrySendError::Closed(back)) => {
+                    back.discard();
+                    continue;
+                }
+                Err(async_channel::TrySendError::Full(item)) => item,
+            };
+            // The agent is behind: wait for room (backpressure), unless stopping.
             tokio::select! {
                 biased;
                 () = self.rt.stopping.cancelled() => {
                     inbound.discard();
                     return;
                 }
-                res = tx.send(inbound.clone()) => {
+                res = tx.send(item) => {
                     if let Err(async_channel::SendError(back)) = res {
                         back.discard();
                     }
@@ -156,7 +179,8 @@ impl Conductor {
         if r.kind() == RebalanceKind::Revoke {
             let mut parts = Vec::new();
             for tp in r.partitions() {
-                if let Some(p) = self.partitions.remove(&(tp.topic.clone(), tp.partition)) {
+                let removed = self.partitions.get_mut(&tp.topic).and_then(|m| m.remove(&tp.partition));
+                if let Some(p) = removed {
                     p.close();
                     parts.push(p);
                 }
@@ -183,6 +207,7 @@ impl Conductor {
         let failed: Vec<Arc<PartitionAcks>> = self
             .partitions
             .values()
+            .flat_map(|m| m.values())
             .filter(|p| p.failed().is_some())
             .cloned()
             .collect();
@@ -203,4 +228,12 @@ impl Conductor {
             }
         }
     }
+}
+
+/// Resolves (with the receiver back) when the set of topics to consume changes; `None`
+/// when the sender is gone.
+fn watch_topics(
+    mut rx: tokio::sync::watch::Receiver<BTreeSet<String>>,
+) -> futures_util::future::BoxFuture<'static, Option<tokio::sync::watch::Receiver<BTreeSet<String>>>> {
+    Box::pin(async move { rx.changed().await.ok().map(|()| rx) })
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -57,8 +57,8 @@ pub struct LatencySnapshot {
 pub struct Monitor {
     started: Instant,
     messages_in: AtomicU64,
-    events_by_topic: Mutex<BTreeMap<String, u64>>,
-    events_by_agent: Mutex<BTreeMap<String, u64>>,
+    events_by_topic: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    events_by_agent: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
     decode_errors: AtomicU64,
     agent_failures: AtomicU64,
     agent_restarts: AtomicU64,
@@ -88,13 +88,38 @@ impl Default for Monitor {
     }
 }
 
-fn bump(map: &Mutex<BTreeMap<String, u64>>, key: &str) {
+/// The counter of `key` in `map`, created on first use.
+fn counter(map: &Mutex<BTreeMap<String, Arc<AtomicU64>>>, key: &str) -> Arc<AtomicU64> {
     let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-    match m.get_mut(key) {
-        Some(n) => *n += 1,
+    match m.get(key) {
+        Some(c) => c.clone(),
         None => {
-            m.insert(key.to_owned(), 1);
+            let c = Arc::new(AtomicU64::new(0));
+            m.insert(key.to_owned(), c.clone());
+            c
         }
+    }
+}
+
+fn read(map: &Mutex<BTreeMap<String, Arc<AtomicU64>>>) -> BTreeMap<String, u64> {
+    map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
+        .collect()
+}
+
+/// Counts the events one stream hands to its agent (resolved once, then lock-free).
+#[derive(Debug, Clone)]
+pub(crate) struct StreamCounters {
+    agent: Arc<AtomicU64>,
+    topic: Arc<AtomicU64>,
+}
+
+impl StreamCounters {
+    pub(crate) fn on_event(&self) {
+        self.agent.fetch_add(1, Ordering::Relaxed);
+        self.topic.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -132,9 +157,12 @@ impl Monitor {
         self.messages_in.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn on_stream_event(&self, agent: &str, topic: &str) {
-        bump(&self.events_by_agent, agent);
-        bump(&self.events_by_topic, topic);
+    /// The counters of the events `agent` takes from `topic`.
+    pub(crate) fn stream_counters(&self, agent: &str, topic: &str) -> StreamCounters {
+        StreamCounters {
+            agent: counter(&self.events_by_agent, agent),
+            topic: counter(&self.events_by_topic, topic),
+        }
     }
 
     pub(crate) fn on_decode_error(&self) {
@@ -173,16 +201,8 @@ impl Monitor {
         MonitorSnapshot {
             uptime_s: self.started.elapsed().as_secs_f64(),
             messages_in: self.messages_in.load(Ordering::Relaxed),
-            events_by_topic: self
-                .events_by_topic
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            events_by_agent: self
-                .events_by_agent
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            events_by_topic: read(&self.events_by_topic),
+            events_by_agent: read(&self.events_by_agent),
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
             agent_failures: self.agent_failures.load(Ordering::Relaxed),
             agent_restarts: self.agent_restarts.load(Ordering::Relaxed),

@@ -124,11 +124,15 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         K: Sync,
         V: Sync,
     {
-        let agent = ctx.agent.clone();
         let failed = ctx.failed.clone();
+        let counters = topic
+            .app
+            .runtime()
+            .ok()
+            .map(|rt| rt.monitor.stream_counters(&ctx.agent, topic.name()));
         let inner = stream::unfold(
-            (rx, topic, agent, failed),
-            |(rx, topic, agent, failed)| async move {
+            (rx, topic, counters, failed),
+            |(rx, topic, counters, failed)| async move {
                 loop {
                     let inbound = rx.recv().await.ok()?;
                     if inbound.is_stale() {
@@ -137,13 +141,13 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
                     }
                     match topic.decode(&inbound.message) {
                         Ok((key, value)) => {
-                            if let Ok(rt) = topic.app.runtime() {
-                                rt.monitor.on_stream_event(&agent, inbound.message.topic());
+                            if let Some(c) = &counters {
+                                c.on_event();
                             }
                             let origin = Origin::one(inbound, failed.clone());
                             return Some((
                                 Event::new(key, value, origin),
-                                (rx, topic, agent, failed),
+                                (rx, topic, counters, failed),
                             ));
                         }
                         Err(err) => {

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::app::App;
-use crate::codec::{Codec, CodecError, Json};
+use crate::codec::{Auto, Codec, CodecError, Json};
 use crate::error::{Error, Result};
 
 /// How a topic is declared to the cluster.
@@ -65,11 +65,11 @@ where
     K: Serialize + DeserializeOwned + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    /// A JSON topic.
+    /// A topic with [`Auto`] keys and JSON values.
     pub(crate) fn json(app: App, name: &str) -> Self {
         Self {
             name: name.into(),
-            key_codec: Arc::new(Json),
+            key_codec: Arc::new(Auto),
             value_codec: Arc::new(Json),
             app,
         }
@@ -141,7 +141,11 @@ impl<K: Send + Sync + 'static, V: Send + Sync + 'static> Topic<K, V> {
     /// know it was stored. Many records can be in flight at once.
     ///
     /// Cancel safety: cancel safe (if cancelled, the record was not enqueued).
-    pub async fn send_soon(&self, key: Option<&K>, value: &V) -> Result<rdkafka_async::DeliveryFuture> {
+    pub async fn send_soon(
+        &self,
+        key: Option<&K>,
+        value: &V,
+    ) -> Result<rdkafka_async::DeliveryFuture> {
         self.enqueue(key, value, None, &[]).await
     }
 

@@ -3,12 +3,16 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka_async::admin::{AdminOptions, NewTopic};
 use rdkafka_async::{sys, Admin, MockCluster};
 
 use crate::app::App;
 use crate::error::{Error, Result};
+
+/// How long asking the cluster which topics exist may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where topics are created.
 pub(crate) enum Cluster {
@@ -65,10 +69,31 @@ impl TopicCreator {
                 }
             }
             Cluster::Kafka(admin) => {
+                // Only create what the cluster lacks: a cluster without CreateTopics (the
+                // mock cluster of `faust broker`, or one the app may not administer) then
+                // works with topics made beforehand.
+                let existing: BTreeSet<String> = match admin.metadata(None, METADATA_TIMEOUT).await
+                {
+                    Ok(md) => md
+                        .topics
+                        .into_iter()
+                        .filter(|t| t.error.is_none() && !t.partitions.is_empty())
+                        .map(|t| t.name)
+                        .collect(),
+                    Err(err) => {
+                        tracing::debug!(%err, "no metadata; creating every topic");
+                        BTreeSet::new()
+                    }
+                };
                 let new: Vec<NewTopic> = todo
                     .iter()
+                    .filter(|(name, _)| !existing.contains(name))
                     .map(|(name, p)| NewTopic::new(name, *p))
                     .collect();
+                if new.is_empty() {
+                    self.created.extend(todo.into_iter().map(|(n, _)| n));
+                    return Ok(());
+                }
                 for result in admin.create_topics(&new, &AdminOptions::default()).await? {
                     match result.result {
                         Ok(()) => tracing::info!(topic = %result.name, "created topic"),

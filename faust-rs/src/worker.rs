@@ -18,9 +18,10 @@ use crate::conductor::Conductor;
 use crate::error::{Error, Result};
 use crate::runtime::Runtime;
 use crate::sensor::Monitor;
-use crate::settings::{AgentFailurePolicy, Broker};
+use crate::settings::{AgentFailurePolicy, Broker, DecodeErrorPolicy};
 use crate::sources::Sources;
 use crate::stream::StreamCtx;
+use crate::topic::TopicSpec;
 use crate::topics::{Cluster, TopicCreator};
 
 /// A running worker (see [`App::start`]).
@@ -141,6 +142,14 @@ impl App {
             Some(c) => Cluster::Embedded(c.clone()),
             None => Cluster::Kafka(Admin::new(base.clone())?),
         };
+        if let DecodeErrorPolicy::DeadLetter(topic) = &settings.decode_error_policy {
+            // Created like the app's other topics, not left to broker auto-creation.
+            self.declare_topic(TopicSpec {
+                name: topic.clone(),
+                partitions: None,
+                internal: false,
+            });
+        }
         let mut creator = TopicCreator::new(cluster, self.clone());
         let declared: Vec<String> = self.topics().into_iter().map(|t| t.name).collect();
         creator.ensure(declared.iter()).await?;
