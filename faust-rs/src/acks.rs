@@ -15,9 +15,7 @@ use tokio::sync::Notify;
 /// Signals shared by all partitions: the committer and the conductor listen.
 #[derive(Debug, Default)]
 pub(crate) struct AckSignals {
-    /// Acks since the committer last looked.
-    pub(crate) acked: AtomicU64,
-    /// Wakes the committer (commit_every reached).
+    /// Wakes the committer (`commit_every` records were handed out).
     pub(crate) commit_now: Notify,
     /// Wakes the conductor: a partition needs rewinding after a failure.
     pub(crate) rewind: Notify,
@@ -49,16 +47,10 @@ pub(crate) struct PartitionAcks {
     /// Incremented by each rewind: records tracked before it are stale.
     epoch: AtomicU64,
     signals: Arc<AckSignals>,
-    commit_every: u64,
 }
 
 impl PartitionAcks {
-    pub(crate) fn new(
-        topic: Arc<str>,
-        partition: i32,
-        signals: Arc<AckSignals>,
-        commit_every: u64,
-    ) -> Self {
+    pub(crate) fn new(topic: Arc<str>, partition: i32, signals: Arc<AckSignals>) -> Self {
         Self {
             topic,
             partition,
@@ -67,7 +59,6 @@ impl PartitionAcks {
             closing: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             signals,
-            commit_every: commit_every.max(1),
         }
     }
 
@@ -103,10 +94,6 @@ impl PartitionAcks {
                     w.next = Some(o + 1);
                 }
             }
-        }
-        let n = self.signals.acked.fetch_add(1, Ordering::AcqRel) + 1;
-        if n % self.commit_every == 0 {
-            self.signals.commit_now.notify_one();
         }
         self.release();
     }
@@ -179,7 +166,7 @@ mod tests {
     use super::*;
 
     fn acks() -> PartitionAcks {
-        PartitionAcks::new("t".into(), 0, Arc::default(), 1000)
+        PartitionAcks::new("t".into(), 0, Arc::default())
     }
 
     #[test]

@@ -108,7 +108,8 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Auto {
         match serde_json::from_slice(bytes) {
             Ok(v) => Ok(v),
             Err(json_err) => {
-                let text = std::str::from_utf8(bytes).map_err(|_| CodecError::new("auto", &json_err))?;
+                let text =
+                    std::str::from_utf8(bytes).map_err(|_| CodecError::new("auto", &json_err))?;
                 serde_json::from_value(serde_json::Value::String(text.to_owned()))
                     .map_err(|_| CodecError::new("auto", json_err))
             }

@@ -14,6 +14,7 @@ use rdkafka_async::{
 use crate::acks::PartitionAcks;
 use crate::event::Inbound;
 use crate::runtime::Runtime;
+use crate::sources::{Batch, BATCH_MAX};
 use crate::topics::TopicCreator;
 
 /// How long a revocation waits for in-flight events of the revoked partitions.
@@ -23,10 +24,12 @@ pub(crate) struct Conductor {
     rt: Arc<Runtime>,
     consumer: Consumer,
     creator: TopicCreator,
-    routes: HashMap<String, Arc<[Sender<Arc<Inbound>>]>>,
+    routes: HashMap<String, Arc<[Sender<Batch>]>>,
     routes_version: u64,
     /// topic -> partition -> window (looked up by `&str`, with no allocation per record).
     partitions: HashMap<String, HashMap<i32, Arc<PartitionAcks>>>,
+    /// Records handed out since the last early commit (`commit_every`).
+    dispatched: u64,
     subscribed: BTreeSet<String>,
 }
 
@@ -39,6 +42,7 @@ impl Conductor {
             routes: HashMap::new(),
             routes_version: u64::MAX,
             partitions: HashMap::new(),
+            dispatched: 0,
             subscribed: BTreeSet::new(),
         }
     }
@@ -70,7 +74,7 @@ impl Conductor {
                     self.rewind().await;
                 }
                 event = self.consumer.next_event() => match event {
-                    Ok(ConsumerEvent::Message(m)) => self.dispatch(m).await,
+                    Ok(ConsumerEvent::Message(m)) => self.dispatch_from(m).await,
                     Ok(ConsumerEvent::Rebalance(r)) => self.rebalance(r).await,
                     Err(err) => tracing::warn!(%err, "consumer error"),
                 },
@@ -97,7 +101,7 @@ impl Conductor {
         }
     }
 
-    fn senders(&mut self, topic: &str) -> Arc<[Sender<Arc<Inbound>>]> {
+    fn senders(&mut self, topic: &str) -> Arc<[Sender<Batch>]> {
         let version = self.rt.sources.version();
         if version != self.routes_version {
             self.routes.clear();
@@ -106,7 +110,7 @@ impl Conductor {
         if let Some(s) = self.routes.get(topic) {
             return s.clone();
         }
-        let senders: Arc<[Sender<Arc<Inbound>>]> = self.rt.sources.senders(topic).into();
+        let senders: Arc<[Sender<Batch>]> = self.rt.sources.senders(topic).into();
         self.routes.insert(topic.to_owned(), senders.clone());
         senders
     }
@@ -123,35 +127,91 @@ impl Conductor {
         p
     }
 
-    async fn dispatch(&mut self, m: Message) {
-        self.rt.monitor.on_message_in();
-        let acks = self.acks(m.topic(), m.partition());
-        let senders = self.senders(m.topic());
-        let inbound = Inbound::track(m, acks);
-        for tx in senders.iter() {
+    /// Hands `first` and every record already fetched after it to the agents, in batches
+    /// per topic; a rebalance met on the way is handled after them.
+    async fn dispatch_from(&mut self, first: Message) {
+        let mut records = Vec::with_capacity(BATCH_MAX);
+        records.push(first);
+        let mut rebalance = None;
+        while records.len() < BATCH_MAX {
+            match self.consumer.try_next_event() {
+                Some(Ok(ConsumerEvent::Message(m))) => records.push(m),
+                Some(Ok(ConsumerEvent::Rebalance(r))) => {
+                    rebalance = Some(r);
+                    break;
+                }
+                Some(Err(err)) => tracing::warn!(%err, "consumer error"),
+                None => break,
+            }
+        }
+        self.rt.monitor.on_messages_in(records.len() as u64);
+        self.dispatched += records.len() as u64;
+        if self.dispatched >= self.rt.settings.commit_every {
+            self.dispatched = 0;
+            self.rt.signals.commit_now.notify_one();
+        }
+        let mut run: Batch = Vec::with_capacity(records.len());
+        for m in records {
+            if run.first().is_some_and(|i| i.message.topic() != m.topic()) {
+                let batch = std::mem::take(&mut run);
+                if !self.send(batch).await {
+                    return;
+                }
+            }
+            let acks = self.acks(m.topic(), m.partition());
+            run.push(Inbound::track(m, acks));
+        }
+        if !run.is_empty() && !self.send(run).await {
+            return;
+        }
+        if let Some(r) = rebalance {
+            self.rebalance(r).await;
+        }
+    }
+
+    /// Sends a batch of one topic to every agent reading it; `false` if stopping.
+    async fn send(&mut self, batch: Batch) -> bool {
+        let Some(topic) = batch.first().map(|i| i.message.topic().to_owned()) else {
+            return true;
+        };
+        let senders = self.senders(&topic);
+        let n = senders.len();
+        let mut batch = Some(batch);
+        for (i, tx) in senders.iter().enumerate() {
+            let item = if i + 1 == n {
+                batch.take().unwrap_or_default()
+            } else {
+                batch.clone().unwrap_or_default()
+            };
             // Fast path: room in the channel.
-            let item = match tx.try_send(inbound.clone()) {
+            let item = match tx.try_send(item) {
                 Ok(()) => continue,
                 Err(async_channel::TrySendError::Closed(back)) => {
-                    back.discard();
+                    back.iter().for_each(|i| i.discard());
                     continue;
                 }
                 Err(async_channel::TrySendError::Full(item)) => item,
             };
-            // The agent is behind: wait for room (backpressure), unless stopping.
+            // The agent is behind: wait for room (backpressure), unless stopping; then the
+            // records are discarded, not acknowledged (they will be consumed again).
+            let pending = item.clone();
             tokio::select! {
                 biased;
                 () = self.rt.stopping.cancelled() => {
-                    inbound.discard();
-                    return;
+                    pending.iter().for_each(|i| i.discard());
+                    if let Some(rest) = batch.take() {
+                        rest.iter().for_each(|i| i.discard());
+                    }
+                    return false;
                 }
                 res = tx.send(item) => {
                     if let Err(async_channel::SendError(back)) = res {
-                        back.discard();
+                        back.iter().for_each(|i| i.discard());
                     }
                 }
             }
         }
+        true
     }
 
     /// Waits (bounded) until no event of `parts` is in an agent's hands.
@@ -179,7 +239,10 @@ impl Conductor {
         if r.kind() == RebalanceKind::Revoke {
             let mut parts = Vec::new();
             for tp in r.partitions() {
-                let removed = self.partitions.get_mut(&tp.topic).and_then(|m| m.remove(&tp.partition));
+                let removed = self
+                    .partitions
+                    .get_mut(&tp.topic)
+                    .and_then(|m| m.remove(&tp.partition));
                 if let Some(p) = removed {
                     p.close();
                     parts.push(p);
@@ -234,6 +297,7 @@ impl Conductor {
 /// when the sender is gone.
 fn watch_topics(
     mut rx: tokio::sync::watch::Receiver<BTreeSet<String>>,
-) -> futures_util::future::BoxFuture<'static, Option<tokio::sync::watch::Receiver<BTreeSet<String>>>> {
+) -> futures_util::future::BoxFuture<'static, Option<tokio::sync::watch::Receiver<BTreeSet<String>>>>
+{
     Box::pin(async move { rx.changed().await.ok().map(|()| rx) })
 }

@@ -67,7 +67,6 @@ impl Runtime {
             topic.clone(),
             partition,
             self.signals.clone(),
-            self.settings.commit_every,
         ));
         map.insert((topic, partition), acks.clone());
         acks

@@ -153,8 +153,8 @@ pub struct MonitorSnapshot {
 }
 
 impl Monitor {
-    pub(crate) fn on_message_in(&self) {
-        self.messages_in.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn on_messages_in(&self, n: u64) {
+        self.messages_in.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The counters of the events `agent` takes from `topic`.

@@ -9,10 +9,14 @@ use tokio::sync::watch;
 
 use crate::event::Inbound;
 
-type Channel = (
-    async_channel::Sender<Arc<Inbound>>,
-    async_channel::Receiver<Arc<Inbound>>,
-);
+/// Records travel to agents in batches (what the consumer had fetched), so that handing
+/// them over costs one channel operation and at most one wake-up per batch.
+pub(crate) type Batch = Vec<Arc<Inbound>>;
+
+/// The most records in one batch.
+pub(crate) const BATCH_MAX: usize = 256;
+
+type Channel = (async_channel::Sender<Batch>, async_channel::Receiver<Batch>);
 
 #[derive(Debug)]
 pub(crate) struct Sources {
@@ -43,23 +47,28 @@ impl Sources {
         agent: &Arc<str>,
         topic: &str,
         capacity: usize,
-    ) -> async_channel::Receiver<Arc<Inbound>> {
+    ) -> async_channel::Receiver<Batch> {
         let mut routes = self.lock();
         let per_topic = routes.entry(topic.to_owned()).or_default();
         if let Some((_, rx)) = per_topic.get(agent) {
             return rx.clone();
         }
-        let (tx, rx) = async_channel::bounded(capacity.max(1));
+        // `capacity` counts records; the channel holds batches of up to BATCH_MAX.
+        let (tx, rx) = async_channel::bounded(capacity.div_ceil(BATCH_MAX).max(2));
         per_topic.insert(agent.clone(), (tx, rx.clone()));
         let topics: BTreeSet<String> = routes.keys().cloned().collect();
-        drop(routes);
+        // Published under the lock: concurrent additions then publish in order, and the
+        // last set published has every topic (published after the lock, an older, smaller
+        // set could overwrite a newer one, and the conductor would never subscribe to a
+        // topic).
         self.version.fetch_add(1, Ordering::AcqRel);
         self.topics.send_replace(topics);
+        drop(routes);
         rx
     }
 
     /// The senders of every channel of `topic`.
-    pub(crate) fn senders(&self, topic: &str) -> Vec<async_channel::Sender<Arc<Inbound>>> {
+    pub(crate) fn senders(&self, topic: &str) -> Vec<async_channel::Sender<Batch>> {
         self.lock()
             .get(topic)
             .map(|m| m.values().map(|(tx, _)| tx.clone()).collect())

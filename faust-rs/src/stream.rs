@@ -116,7 +116,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
     /// The events of `topic` as delivered on `rx`, decoded; undecodable records follow the
     /// app's policy.
     pub(crate) fn from_channel(
-        rx: async_channel::Receiver<Arc<Inbound>>,
+        rx: async_channel::Receiver<crate::sources::Batch>,
         topic: Topic<K, V>,
         ctx: Arc<StreamCtx>,
     ) -> Self
@@ -130,11 +130,18 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             .runtime()
             .ok()
             .map(|rt| rt.monitor.stream_counters(&ctx.agent, topic.name()));
+        let batch: std::vec::IntoIter<Arc<Inbound>> = Vec::new().into_iter();
         let inner = stream::unfold(
-            (rx, topic, counters, failed),
-            |(rx, topic, counters, failed)| async move {
+            (rx, batch, topic, counters, failed),
+            |(rx, mut batch, topic, counters, failed)| async move {
                 loop {
-                    let inbound = rx.recv().await.ok()?;
+                    let inbound = match batch.next() {
+                        Some(i) => i,
+                        None => {
+                            batch = rx.recv().await.ok()?.into_iter();
+                            continue;
+                        }
+                    };
                     if inbound.is_stale() {
                         inbound.discard();
                         continue;
@@ -147,7 +154,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
                             let origin = Origin::one(inbound, failed.clone());
                             return Some((
                                 Event::new(key, value, origin),
-                                (rx, topic, counters, failed),
+                                (rx, batch, topic, counters, failed),
                             ));
                         }
                         Err(err) => {
@@ -198,12 +205,16 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         Some((key, value))
     }
 
-    /// The next whole event; it is acknowledged when dropped.
+    /// The next whole event. It is acknowledged when it was dropped *and* the stream was
+    /// asked for the next one (or ended well): an agent that fails while holding it, or
+    /// right after dropping it, gets it again.
     ///
     /// Cancel safety: cancel safe.
     pub async fn next_event(&mut self) -> Option<Event<K, V>> {
         self.current = Origin::default();
-        self.inner.next().await
+        let event = self.inner.next().await?;
+        self.current = event.origin.clone();
+        Some(event)
     }
 
     /// Transforms values.

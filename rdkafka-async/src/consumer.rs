@@ -509,29 +509,35 @@ impl Consumer {
         }
     }
 
-    /// Poll form of [`Consumer::next_event`].
-    pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<ConsumerEvent>> {
+    /// The next message or rebalance if one is available now, without waiting: `None`
+    /// when nothing is. Lets a caller take everything already fetched in one go (for
+    /// example to hand messages on in batches) after an awaited `next_event`.
+    pub fn try_next_event(&mut self) -> Option<Result<ConsumerEvent>> {
         if self.closed {
-            return Poll::Ready(Err(Error::Closed));
+            return Some(Err(Error::Closed));
         }
+        self.next_ready()
+    }
+
+    /// One step of the receive loop that never waits: a buffered message, a control
+    /// event, or a message from a fresh batch; `None` if librdkafka has nothing either.
+    fn next_ready(&mut self) -> Option<Result<ConsumerEvent>> {
         loop {
             // Buffered messages first: control events are looked at before each batch is
             // taken from librdkafka (not per message: polling the consumer queue costs a
             // lock and two clock reads), and a revocation purges the buffer of its
             // partitions before it is returned.
             if let Some(m) = self.buffer.pop(&self.shared) {
-                return Poll::Ready(m.map(ConsumerEvent::Message));
+                return Some(m.map(ConsumerEvent::Message));
             }
             while let Some(event) = self.shared.control.poll_event() {
                 match event.kind() {
                     sys::RD_KAFKA_EVENT_REBALANCE => {
-                        return Poll::Ready(Ok(ConsumerEvent::Rebalance(
-                            self.begin_rebalance(&event),
-                        )))
+                        return Some(Ok(ConsumerEvent::Rebalance(self.begin_rebalance(&event))))
                     }
                     sys::RD_KAFKA_EVENT_ERROR => {
                         if let Err(err) = event.error() {
-                            return Poll::Ready(Err(err));
+                            return Some(Err(err));
                         }
                     }
                     sys::RD_KAFKA_EVENT_OFFSET_COMMIT
@@ -545,8 +551,20 @@ impl Consumer {
             // librdkafka counts this as a poll: max.poll.interval.ms starts again.
             let n = self.buffer.fill(&self.shared.messages);
             self.last_poll = std::time::Instant::now();
-            if n > 0 {
-                continue;
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Poll form of [`Consumer::next_event`].
+    pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<ConsumerEvent>> {
+        if self.closed {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        loop {
+            if let Some(ready) = self.next_ready() {
+                return Poll::Ready(ready);
             }
             match self.readiness.poll_signalled(cx) {
                 Poll::Ready(Ok(())) => continue,
