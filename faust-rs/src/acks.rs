@@ -5,9 +5,14 @@
 //! reference to it is dropped), and only then. The offset committed for a partition is the
 //! first offset not yet acked: the contiguous prefix of processed records, however many
 //! agents and concurrent instances process them in whatever order.
+//!
+//! Records are tracked in *runs* (the consecutive records of one partition the conductor
+//! hands out together): one [`Run`] per run, with one atomic state per record, so acking a
+//! record takes no lock. The commit point is computed by whoever asks for it (the
+//! committer), scanning forward from where it stopped last time.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -19,15 +24,64 @@ pub(crate) struct AckSignals {
     pub(crate) commit_now: Notify,
     /// Wakes the conductor: a partition needs rewinding after a failure.
     pub(crate) rewind: Notify,
-    /// Wakes waiters for `live == 0` on any partition.
+    /// Wakes waiters for "no record in progress" on a closing partition.
     pub(crate) released: Notify,
+}
+
+const PENDING: u8 = 0;
+const ACKED: u8 = 1;
+/// Released without being processed (failed, or discarded while closing).
+const DROPPED: u8 = 2;
+
+/// Consecutive records of one partition, tracked together.
+#[derive(Debug)]
+pub(crate) struct Run {
+    pub(crate) acks: Arc<PartitionAcks>,
+    pub(crate) epoch: u64,
+    offsets: Box<[i64]>,
+    states: Box<[AtomicU8]>,
+    /// Records not released yet.
+    remaining: AtomicUsize,
+    /// Index of the first record the commit scan has not passed (only the scanner,
+    /// under the window lock, moves it).
+    scanned: AtomicUsize,
+}
+
+impl Run {
+    /// The offset of record `i`.
+    #[cfg(test)]
+    pub(crate) fn offset(&self, i: usize) -> i64 {
+        self.offsets[i]
+    }
+
+    fn release(&self, i: usize, state: u8) {
+        self.states[i].store(state, Ordering::Release);
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 && self.acks.is_closing() {
+            self.acks.signals.released.notify_waiters();
+        }
+    }
+
+    /// Record `i` was processed.
+    pub(crate) fn ack(&self, i: usize) {
+        self.release(i, ACKED);
+    }
+
+    /// Record `i` was not processed: the partition is to be rewound to its commit point.
+    pub(crate) fn fail(&self, i: usize) {
+        self.acks.note_failure(self.offsets[i]);
+        self.release(i, DROPPED);
+    }
+
+    /// Record `i` was dropped unprocessed because its partition is closing.
+    pub(crate) fn discard(&self, i: usize) {
+        self.release(i, DROPPED);
+    }
 }
 
 #[derive(Debug, Default)]
 struct Window {
-    /// Tracked offsets in order, with whether they were acked.
-    entries: VecDeque<(i64, bool)>,
-    /// The offset after the last popped (acked) prefix.
+    runs: VecDeque<Arc<Run>>,
+    /// The offset after the last fully acked run that left the window.
     next: Option<i64>,
     /// The lowest offset whose processing failed (the partition must be rewound there).
     failed: Option<i64>,
@@ -39,8 +93,6 @@ pub(crate) struct PartitionAcks {
     pub(crate) topic: Arc<str>,
     pub(crate) partition: i32,
     window: Mutex<Window>,
-    /// Records handed out and not yet released (acked, failed or discarded).
-    live: AtomicUsize,
     /// Set when the partition is being revoked or rewound: records still queued for agents
     /// are discarded, not processed.
     closing: AtomicBool,
@@ -55,7 +107,6 @@ impl PartitionAcks {
             topic,
             partition,
             window: Mutex::new(Window::default()),
-            live: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             signals,
@@ -66,16 +117,22 @@ impl PartitionAcks {
         self.window.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Tracks a record before it is handed out (offsets arrive in increasing order);
-    /// returns the epoch the record belongs to.
-    pub(crate) fn track(&self, offset: i64) -> u64 {
-        self.live.fetch_add(1, Ordering::AcqRel);
+    /// Tracks consecutive records (offsets in increasing order) before they are handed out.
+    pub(crate) fn track(self: &Arc<Self>, offsets: &[i64]) -> Arc<Run> {
+        let run = Arc::new(Run {
+            acks: self.clone(),
+            epoch: self.epoch.load(Ordering::Acquire),
+            offsets: offsets.into(),
+            states: offsets.iter().map(|_| AtomicU8::new(PENDING)).collect(),
+            remaining: AtomicUsize::new(offsets.len()),
+            scanned: AtomicUsize::new(0),
+        });
         let mut w = self.lock();
-        if w.entries.is_empty() && w.next.is_none() {
-            w.next = Some(offset);
+        if w.runs.is_empty() && w.next.is_none() {
+            w.next = offsets.first().copied();
         }
-        w.entries.push_back((offset, false));
-        self.epoch.load(Ordering::Acquire)
+        w.runs.push_back(run.clone());
+        run
     }
 
     /// The current epoch.
@@ -83,53 +140,45 @@ impl PartitionAcks {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// The record at `offset` was processed.
-    pub(crate) fn ack(&self, offset: i64) {
-        {
-            let mut w = self.lock();
-            if let Ok(i) = w.entries.binary_search_by_key(&offset, |e| e.0) {
-                w.entries[i].1 = true;
-                while let Some(&(o, true)) = w.entries.front() {
-                    w.entries.pop_front();
-                    w.next = Some(o + 1);
-                }
-            }
-        }
-        self.release();
-    }
-
-    /// Processing of the record at `offset` failed: it stays unacked and the partition is
-    /// to be rewound to the commit point.
-    pub(crate) fn fail(&self, offset: i64) {
+    fn note_failure(&self, offset: i64) {
         {
             let mut w = self.lock();
             w.failed = Some(w.failed.map_or(offset, |f| f.min(offset)));
         }
         self.closing.store(true, Ordering::Release);
         self.signals.rewind.notify_one();
-        self.release();
     }
 
-    /// The record was dropped without being processed (its partition is closing).
-    pub(crate) fn discard(&self) {
-        self.release();
-    }
-
-    fn release(&self) {
-        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.signals.released.notify_waiters();
+    /// Advances past acked records; the first offset not acked (or the one after the last
+    /// tracked, if all were).
+    fn scan(w: &mut Window) -> Option<i64> {
+        while let Some(run) = w.runs.front() {
+            let mut i = run.scanned.load(Ordering::Relaxed);
+            while i < run.states.len() && run.states[i].load(Ordering::Acquire) == ACKED {
+                i += 1;
+            }
+            run.scanned.store(i, Ordering::Relaxed);
+            if i < run.states.len() {
+                return Some(run.offsets[i]);
+            }
+            w.next = run.offsets.last().map(|o| o + 1);
+            w.runs.pop_front();
         }
+        w.next
     }
 
     /// The offset to commit: the first not acked (`None` before anything was tracked).
     pub(crate) fn commit_point(&self) -> Option<i64> {
-        let w = self.lock();
-        w.entries.front().map(|e| e.0).or(w.next)
+        Self::scan(&mut self.lock())
     }
 
     /// Records handed out and not yet released.
     pub(crate) fn live(&self) -> usize {
-        self.live.load(Ordering::Acquire)
+        self.lock()
+            .runs
+            .iter()
+            .map(|r| r.remaining.load(Ordering::Acquire))
+            .sum()
     }
 
     /// Whether queued records of this partition must be discarded.
@@ -151,8 +200,8 @@ impl PartitionAcks {
     /// again) and accept records again. Returns the offset to seek to.
     pub(crate) fn reset(&self) -> Option<i64> {
         let mut w = self.lock();
-        let point = w.entries.front().map(|e| e.0).or(w.next);
-        w.entries.clear();
+        let point = Self::scan(&mut w);
+        w.runs.clear();
         w.next = point;
         w.failed = None;
         self.epoch.fetch_add(1, Ordering::AcqRel);
@@ -165,24 +214,23 @@ impl PartitionAcks {
 mod tests {
     use super::*;
 
-    fn acks() -> PartitionAcks {
-        PartitionAcks::new("t".into(), 0, Arc::default())
+    fn acks() -> Arc<PartitionAcks> {
+        Arc::new(PartitionAcks::new("t".into(), 0, Arc::default()))
     }
 
     #[test]
     fn commit_point_is_the_contiguous_acked_prefix() {
         let a = acks();
         assert_eq!(a.commit_point(), None);
-        for o in [10, 11, 12, 14] {
-            a.track(o);
-        }
+        let r1 = a.track(&[10, 11]);
+        let r2 = a.track(&[12, 14]);
         assert_eq!(a.commit_point(), Some(10));
-        a.ack(11);
-        a.ack(14);
+        r1.ack(1);
+        r2.ack(1);
         assert_eq!(a.commit_point(), Some(10), "10 is unfinished");
-        a.ack(10);
+        r1.ack(0);
         assert_eq!(a.commit_point(), Some(12));
-        a.ack(12);
+        r2.ack(0);
         assert_eq!(a.commit_point(), Some(15), "gaps in offsets are fine");
         assert_eq!(a.live(), 0);
     }
@@ -191,15 +239,16 @@ mod tests {
     fn random_ack_order_never_passes_an_unfinished_record() {
         use rand::seq::SliceRandom;
         let a = acks();
-        let mut offsets: Vec<i64> = (0..500).collect();
-        offsets.iter().for_each(|&o| {
-            a.track(o);
-        });
-        offsets.shuffle(&mut rand::rng());
+        let runs: Vec<Arc<Run>> = (0..50)
+            .map(|r| a.track(&(r * 10..r * 10 + 10).collect::<Vec<i64>>()))
+            .collect();
+        let mut order: Vec<(usize, usize)> =
+            (0..50).flat_map(|r| (0..10).map(move |i| (r, i))).collect();
+        order.shuffle(&mut rand::rng());
         let mut done = std::collections::BTreeSet::new();
-        for o in offsets {
-            a.ack(o);
-            done.insert(o);
+        for (r, i) in order {
+            runs[r].ack(i);
+            done.insert(runs[r].offset(i));
             let point = a.commit_point().unwrap();
             assert!((0..point).all(|x| done.contains(&x)));
             assert!(!done.contains(&point) || point == 500);
@@ -210,21 +259,20 @@ mod tests {
     #[test]
     fn failure_asks_for_a_rewind_to_the_commit_point() {
         let a = acks();
-        (0..5).for_each(|o| {
-            a.track(o);
-        });
-        a.ack(0);
-        a.fail(1);
-        a.ack(2);
+        let run = a.track(&[0, 1, 2, 3, 4]);
+        run.ack(0);
+        run.fail(1);
+        run.ack(2);
         assert!(a.is_closing());
         assert_eq!(a.failed(), Some(1));
-        a.discard();
-        a.discard();
+        run.discard(3);
+        run.discard(4);
         assert_eq!(a.live(), 0);
         assert_eq!(a.reset(), Some(1));
         assert!(!a.is_closing());
-        a.track(1);
-        a.ack(1);
+        assert_eq!(a.epoch(), 1);
+        let again = a.track(&[1]);
+        again.ack(0);
         assert_eq!(a.commit_point(), Some(2));
     }
 }

@@ -28,6 +28,8 @@ pub(crate) struct Conductor {
     routes_version: u64,
     /// topic -> partition -> window (looked up by `&str`, with no allocation per record).
     partitions: HashMap<String, HashMap<i32, Arc<PartitionAcks>>>,
+    /// The window used last (records come in runs of one partition).
+    last: Option<Arc<PartitionAcks>>,
     /// Records handed out since the last early commit (`commit_every`).
     dispatched: u64,
     subscribed: BTreeSet<String>,
@@ -42,6 +44,7 @@ impl Conductor {
             routes: HashMap::new(),
             routes_version: u64::MAX,
             partitions: HashMap::new(),
+            last: None,
             dispatched: 0,
             subscribed: BTreeSet::new(),
         }
@@ -116,6 +119,17 @@ impl Conductor {
     }
 
     fn acks(&mut self, topic: &str, partition: i32) -> Arc<PartitionAcks> {
+        if let Some(p) = &self.last {
+            if p.partition == partition && &*p.topic == topic {
+                return p.clone();
+            }
+        }
+        let p = self.lookup(topic, partition);
+        self.last = Some(p.clone());
+        p
+    }
+
+    fn lookup(&mut self, topic: &str, partition: i32) -> Arc<PartitionAcks> {
         if let Some(p) = self.partitions.get(topic).and_then(|m| m.get(&partition)) {
             return p.clone();
         }
@@ -151,15 +165,32 @@ impl Conductor {
             self.rt.signals.commit_now.notify_one();
         }
         let mut run: Batch = Vec::with_capacity(records.len());
-        for m in records {
-            if run.first().is_some_and(|i| i.message.topic() != m.topic()) {
+        let mut records = records.into_iter().peekable();
+        while let Some(first) = records.next() {
+            if run
+                .first()
+                .is_some_and(|i| i.message.topic() != first.topic())
+            {
                 let batch = std::mem::take(&mut run);
                 if !self.send(batch).await {
                     return;
                 }
             }
-            let acks = self.acks(m.topic(), m.partition());
-            run.push(Inbound::track(m, acks));
+            // Records of one partition come in runs: track each run under one lock.
+            let acks = self.acks(first.topic(), first.partition());
+            let mut same = vec![first];
+            while let Some(m) = records
+                .next_if(|m| m.partition() == same[0].partition() && m.topic() == same[0].topic())
+            {
+                same.push(m);
+            }
+            let offsets: Vec<i64> = same.iter().map(|m| m.offset()).collect();
+            let tracked = acks.track(&offsets);
+            run.extend(
+                same.into_iter()
+                    .enumerate()
+                    .map(|(i, m)| Inbound::new(m, tracked.clone(), i)),
+            );
         }
         if !run.is_empty() && !self.send(run).await {
             return;
@@ -237,6 +268,7 @@ impl Conductor {
     async fn rebalance(&mut self, r: Rebalance) {
         tracing::info!(kind = ?r.kind(), partitions = ?r.partitions(), "rebalance");
         if r.kind() == RebalanceKind::Revoke {
+            self.last = None;
             let mut parts = Vec::new();
             for tp in r.partitions() {
                 let removed = self

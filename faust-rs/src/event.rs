@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rdkafka_async::Message;
 
-use crate::acks::PartitionAcks;
+use crate::acks::Run;
 
 const PENDING: u8 = 0;
 const FAILED: u8 = 1;
@@ -17,8 +17,8 @@ const DISCARDED: u8 = 2;
 /// or discarded if its partition was revoked meanwhile).
 pub(crate) struct Inbound {
     pub(crate) message: Message,
-    acks: Arc<PartitionAcks>,
-    epoch: u64,
+    run: Arc<Run>,
+    index: usize,
     fate: AtomicU8,
 }
 
@@ -35,21 +35,21 @@ impl fmt::Debug for Inbound {
 }
 
 impl Inbound {
-    /// Tracks `message` in its partition's window and wraps it.
-    pub(crate) fn track(message: Message, acks: Arc<PartitionAcks>) -> Arc<Self> {
-        let epoch = acks.track(message.offset());
+    /// Wraps record `index` of a tracked run.
+    pub(crate) fn new(message: Message, run: Arc<Run>, index: usize) -> Arc<Self> {
         Arc::new(Self {
             message,
-            acks,
-            epoch,
+            run,
+            index,
             fate: AtomicU8::new(PENDING),
         })
     }
 
-    /// Whether the partition is closing (revoked or rewinding): the record must not be
-    /// processed.
+    /// Whether the record must not be processed: its partition is closing (revoked or
+    /// rewinding), or it was tracked before a rewind.
     pub(crate) fn is_stale(&self) -> bool {
-        self.acks.is_closing() || self.acks.epoch() != self.epoch
+        let acks = &self.run.acks;
+        acks.is_closing() || acks.epoch() != self.run.epoch
     }
 
     /// Marks the record as not processed: it will be fetched again.
@@ -69,15 +69,15 @@ impl Inbound {
 
 impl Drop for Inbound {
     fn drop(&mut self) {
-        let offset = self.message.offset();
+        let (run, i) = (&self.run, self.index);
         match self.fate.load(Ordering::Acquire) {
             // Tracked before a rewind: the partition is read again from before it.
-            _ if self.acks.epoch() != self.epoch => self.acks.discard(),
-            DISCARDED => self.acks.discard(),
+            _ if run.acks.epoch() != run.epoch => run.discard(i),
+            DISCARDED => run.discard(i),
             // A panic unwinding through the agent that held it: not processed.
-            _ if std::thread::panicking() => self.acks.fail(offset),
-            FAILED => self.acks.fail(offset),
-            _ => self.acks.ack(offset),
+            _ if std::thread::panicking() => run.fail(i),
+            FAILED => run.fail(i),
+            _ => run.ack(i),
         }
     }
 }
