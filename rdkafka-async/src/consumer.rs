@@ -759,7 +759,10 @@ impl Consumer {
         // SAFETY: valid handle and list; timeout 0 does not wait.
         Error::from_rd_error(unsafe { sys::rd_kafka_seek_partitions(self.rk(), native.ptr(), 0) })?;
         // SAFETY: valid list with per-partition results.
-        unsafe { TopicPartitionList::from_native(native.ptr()) }.first_error()
+        let mut results = unsafe { TopicPartitionList::from_native(native.ptr()) };
+        // An asynchronous seek reports `_IN_PROGRESS`: that is success.
+        results.clear_errors(sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__IN_PROGRESS);
+        results.first_error()
     }
 
     /// Leaves the group and closes the consumer: revocations are applied, the final

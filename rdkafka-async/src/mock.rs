@@ -156,10 +156,11 @@ impl CoordinatorType {
 /// ```
 pub struct MockCluster {
     // Field order matters: fields drop in declaration order, and the mock cluster must be
-    // destroyed before the handle it was created with (librdkafka asserts this).
-    cluster: NativePtr<sys::rd_kafka_mock_cluster_t>,
+    // destroyed before the handle it was created with (librdkafka asserts this). Both are
+    // destroyed by `Drop`, off the runtime's workers (destroying joins threads).
+    cluster: std::mem::ManuallyDrop<NativePtr<sys::rd_kafka_mock_cluster_t>>,
     // Only kept alive for the cluster, which uses it internally.
-    _handle: NativePtr<sys::rd_kafka_t>,
+    _handle: std::mem::ManuallyDrop<NativePtr<sys::rd_kafka_t>>,
     /// Each broker's real listener, index `i` for broker `i + 1`.
     broker_addrs: Vec<SocketAddr>,
 }
@@ -216,8 +217,8 @@ impl MockCluster {
             ));
         };
         let mut this = Self {
-            cluster,
-            _handle: handle,
+            cluster: std::mem::ManuallyDrop::new(cluster),
+            _handle: std::mem::ManuallyDrop::new(handle),
             broker_addrs: Vec::new(),
         };
         let bootstraps = this.bootstrap_servers();
@@ -612,6 +613,29 @@ impl MockListener {
     /// The fixed addresses, index `i` for broker `i + 1`.
     pub fn addresses(&self) -> &[SocketAddr] {
         &self.addresses
+    }
+}
+
+impl Drop for MockCluster {
+    fn drop(&mut self) {
+        // SAFETY: both fields are taken exactly once, here, and never used again.
+        let (cluster, handle) = unsafe {
+            (
+                std::mem::ManuallyDrop::take(&mut self.cluster),
+                std::mem::ManuallyDrop::take(&mut self._handle),
+            )
+        };
+        // The cluster first, then its handle (librdkafka asserts this order). Destroying
+        // the cluster joins its thread, which can take up to its one-second tick: keep it
+        // off the runtime's workers.
+        let destroy = move || {
+            drop(cluster);
+            drop(handle);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(destroy)),
+            Err(_) => destroy(),
+        }
     }
 }
 

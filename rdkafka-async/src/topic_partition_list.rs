@@ -183,6 +183,15 @@ impl TopicPartitionList {
         }
     }
 
+    /// Forgets per-partition errors with `code` (for codes that mean success).
+    pub(crate) fn clear_errors(&mut self, code: sys::rd_kafka_resp_err_t) {
+        for e in &mut self.elements {
+            if e.error.is_some_and(|c| c.raw() == code) {
+                e.error = None;
+            }
+        }
+    }
+
     /// Builds librdkafka's list.
     pub(crate) fn to_native(&self) -> Result<NativePtr<sys::rd_kafka_topic_partition_list_t>> {
         // SAFETY: returns a new list we own.
