@@ -33,8 +33,8 @@ pub(crate) struct W1Args {
     /// Partitions of the topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
-    /// Trials per contender (the best counts).
-    #[arg(long, default_value_t = 3)]
+    /// Trials per contender (the best counts; a trial takes about a second).
+    #[arg(long, default_value_t = 5)]
     trials: usize,
     /// Run only the faust-rs agent (for profiling); no ratios line.
     #[arg(long)]

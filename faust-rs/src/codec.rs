@@ -105,15 +105,30 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Auto {
         }
     }
     fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        match serde_json::from_slice(bytes) {
-            Ok(v) => Ok(v),
-            Err(json_err) => {
-                let text =
-                    std::str::from_utf8(bytes).map_err(|_| CodecError::new("auto", &json_err))?;
-                serde_json::from_value(serde_json::Value::String(text.to_owned()))
-                    .map_err(|_| CodecError::new("auto", json_err))
+        // Bytes that cannot start a JSON value are a raw string (the common case of text
+        // keys): skip the JSON attempt and its error.
+        let json_start = matches!(
+            bytes.first(),
+            Some(b'"' | b'{' | b'[' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
+        );
+        if json_start {
+            match serde_json::from_slice(bytes) {
+                Ok(v) => return Ok(v),
+                Err(json_err) => {
+                    return Self::from_text(bytes).map_err(|_| CodecError::new("auto", json_err))
+                }
             }
         }
+        Self::from_text(bytes)
+    }
+}
+
+impl Auto {
+    /// Decodes `T` from `bytes` taken as a (UTF-8) string.
+    fn from_text<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| CodecError::new("auto", e))?;
+        T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(text))
+            .map_err(|e| CodecError::new("auto", e))
     }
 }
 
