@@ -347,9 +347,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             while let Some(e) = inner.next().await {
                 let started = std::time::Instant::now();
                 let k = key(&e.value);
-                let out2 = out.clone();
-                let d = (e.origin.first().map(|i| i.message.offset()).unwrap_or(0) * 7919 % 13) as u64;
-                tokio::spawn(async move { tokio::time::sleep(std::time::Duration::from_millis(d)).await; forward(&out2, Some(&k), &e.value, &e.origin).await; });
+                forward(&out, Some(&k), &e.value, &e.origin).await;
                 if let Ok(rt) = out.app.runtime() {
                     rt.monitor.on_group_by(started.elapsed());
                 }
