@@ -361,6 +361,8 @@ pub struct Consumer {
     keepalive_every: Duration,
     /// When librdkafka was last polled for messages.
     last_poll: std::time::Instant,
+    /// Whether the group protocol is incremental (cooperative-sticky or KIP-848).
+    cooperative: bool,
     closed: bool,
 }
 
@@ -396,6 +398,10 @@ impl Consumer {
                 "not a group consumer: no consumer queue".into(),
             ));
         };
+        let cooperative = config.get("group.protocol") == Some("consumer")
+            || config
+                .get("partition.assignment.strategy")
+                .is_some_and(|s| s.contains("cooperative-sticky"));
         // Half the interval leaves room for a busy runtime.
         let keepalive_every = config.max_poll_interval_value() / 2;
         Ok(Self {
@@ -411,6 +417,7 @@ impl Consumer {
             keepalive: Box::pin(tokio::time::sleep(keepalive_every)),
             keepalive_every,
             last_poll: std::time::Instant::now(),
+            cooperative,
             closed: false,
         })
     }
@@ -593,9 +600,9 @@ impl Consumer {
         let partitions = unsafe {
             TopicPartitionList::from_native(sys::rd_kafka_event_topic_partition_list(event.ptr()))
         };
-        // SAFETY: valid handle; the protocol name is static.
-        let protocol = cstr_to_string(unsafe { sys::rd_kafka_rebalance_protocol(self.rk()) });
-        let cooperative = protocol == "COOPERATIVE";
+        // From the configuration: `rd_kafka_rebalance_protocol` waits for the group thread,
+        // which never answers once the group is terminating.
+        let cooperative = self.cooperative;
         let kind = match event.error_code() {
             sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => RebalanceKind::Assign,
             _ => RebalanceKind::Revoke,
@@ -792,9 +799,26 @@ impl Consumer {
         let closing = async {
             loop {
                 while let Some(event) = self.shared.control.poll_event() {
+                    // SAFETY: valid handle.
+                    if unsafe { sys::rd_kafka_consumer_closed(self.rk()) } != 0 {
+                        // Events left are moot, and applying one would wait forever on a
+                        // group thread that no longer answers.
+                        return Ok(());
+                    }
                     if event.kind() == sys::RD_KAFKA_EVENT_REBALANCE {
-                        let r = self.begin_rebalance(&event);
-                        r.complete()?;
+                        // As librdkafka's own close does: whatever the event (a revocation,
+                        // or an assignment that predates the close), unassign everything.
+                        // That waits for librdkafka's group thread, which may not answer
+                        // while terminating: off the runtime, bounded by the timeout.
+                        drop(event);
+                        let shared = self.shared.clone();
+                        tokio::task::spawn_blocking(move || {
+                            // SAFETY: valid handle (kept alive by `shared`); null
+                            // unassigns everything.
+                            Error::check(unsafe { sys::rd_kafka_assign(shared.client.ptr(), std::ptr::null()) })
+                        })
+                        .await
+                        .map_err(|e| Error::Io(e.to_string()))??;
                     }
                 }
                 // SAFETY: valid handle.

@@ -228,7 +228,9 @@ impl TopicPartitionList {
     ///
     /// `list` must be a valid list (or null for an empty one).
     pub(crate) unsafe fn from_native(list: *const sys::rd_kafka_topic_partition_list_t) -> Self {
-        if list.is_null() {
+        // SAFETY: caller contract: a valid list, or null.
+        if list.is_null() || unsafe { (*list).elems.is_null() || (*list).cnt <= 0 } {
+            // librdkafka's empty lists have no element array.
             return Self::default();
         }
         // SAFETY: caller contract: a valid list with `cnt` elements.
@@ -285,6 +287,14 @@ mod tests {
         ] {
             assert_eq!(Offset::from_raw(o.to_raw()), o);
         }
+    }
+
+    #[test]
+    fn empty_native_lists_have_no_element_array() {
+        // SAFETY: `rd_kafka_topic_partition_list_new(0)` returns a valid, empty list.
+        let native = unsafe { NativePtr::from_ptr(sys::rd_kafka_topic_partition_list_new(0)) }.unwrap();
+        // SAFETY: a valid list we own.
+        assert!(unsafe { TopicPartitionList::from_native(native.ptr()) }.is_empty());
     }
 
     #[test]
