@@ -1,5 +1,6 @@
 //! The command line: every app's `main()` and the standalone `faust` program.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -154,7 +155,7 @@ impl App {
                     Broker::Kafka(list) => list.clone(),
                     Broker::Embedded => broker_of(&web).await?,
                 };
-                send(&broker, &args).await
+                send(&broker, &settings.kafka, &args).await
             }
             AppCommand::Status => print_status(&web).await,
             AppCommand::Ping => ping(&web).await,
@@ -407,8 +408,14 @@ async fn ping(web: &str) -> Result<()> {
     Ok(())
 }
 
-async fn send(broker: &str, args: &SendArgs) -> Result<()> {
-    let producer = Producer::new(ClientConfig::new().bootstrap_servers(broker))?;
+/// Sends one record through a producer configured like the worker's clients (`kafka`:
+/// librdkafka properties).
+async fn send(broker: &str, kafka: &BTreeMap<String, String>, args: &SendArgs) -> Result<()> {
+    let mut config = ClientConfig::new().bootstrap_servers(broker);
+    for (name, value) in kafka {
+        config = config.set(name, value);
+    }
+    let producer = Producer::new(config)?;
     let mut record = Record::to(&args.topic);
     if let Some(v) = &args.value {
         record = record.value(v);
@@ -501,7 +508,13 @@ pub fn faust_main() -> ! {
                     },
                     None => broker_of(&web).await?,
                 };
-                send(&broker, &args).await
+                // The client properties a worker would use (FAUST_KAFKA_*): TLS, SASL, the
+                // partitioner, ...
+                let mut settings = Settings::new("faust");
+                settings.apply_env(
+                    std::env::vars().filter(|(name, _)| name.starts_with("FAUST_KAFKA_")),
+                )?;
+                send(&broker, &settings.kafka, &args).await
             }
             FaustCommand::Broker {
                 port,

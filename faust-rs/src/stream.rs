@@ -130,15 +130,15 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             .runtime()
             .ok()
             .map(|rt| rt.monitor.stream_counters(&ctx.agent, topic.name()));
-        let batch: std::vec::IntoIter<Arc<Inbound>> = Vec::new().into_iter();
+        let batch = Pending::default();
         let inner = stream::unfold(
             (rx, batch, topic, counters, failed),
             |(rx, mut batch, topic, counters, failed)| async move {
                 loop {
-                    let inbound = match batch.next() {
+                    let inbound = match batch.0.next() {
                         Some(i) => i,
                         None => {
-                            batch = rx.recv().await.ok()?.into_iter();
+                            batch = Pending(rx.recv().await.ok()?.into_iter());
                             continue;
                         }
                     };
@@ -354,6 +354,21 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             }
         });
         subscribe(&topic, ctx)
+    }
+}
+
+/// The records of a batch an instance took and has not turned into events yet. They are
+/// this instance's alone: if it goes away first (it failed, or ended, or the stream ended
+/// on a bad record), they are failed, not acknowledged, so they are consumed again (the
+/// partition is rewound to its commit point).
+#[derive(Default)]
+struct Pending(std::vec::IntoIter<Arc<Inbound>>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        for inbound in self.0.by_ref() {
+            inbound.fail();
+        }
     }
 }
 

@@ -335,6 +335,24 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".to_owned())
 }
 
+/// Marks an agent instance as failed if dropped armed: its task was cancelled while the
+/// instance ran, so the events it holds were not processed and must not be acknowledged.
+struct FailOnDrop(Option<Arc<std::sync::atomic::AtomicBool>>);
+
+impl FailOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for FailOnDrop {
+    fn drop(&mut self) {
+        if let Some(failed) = &self.0 {
+            failed.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
 /// Runs one instance of an agent, restarting it after failures per policy.
 async fn supervise(app: App, rt: Arc<Runtime>, agent: Arc<dyn AgentRun>, instance: usize) {
     let name: Arc<str> = Arc::from(agent.name());
@@ -343,7 +361,11 @@ async fn supervise(app: App, rt: Arc<Runtime>, agent: Arc<dyn AgentRun>, instanc
         let ctx = StreamCtx::new(app.clone(), name.clone());
         let started = Instant::now();
         let mut run = Box::pin(AssertUnwindSafe(agent.run(ctx.clone())).catch_unwind());
+        // Declared after `run`, so dropped before it when this task is cancelled (the
+        // shutdown timeout): the events the instance holds then fail as they drop.
+        let cancelled = FailOnDrop(Some(ctx.failed.clone()));
         let result = (&mut run).await;
+        cancelled.disarm();
         let failure = match result {
             Ok(Ok(())) => None,
             Ok(Err(err)) => Some(err.to_string()),
