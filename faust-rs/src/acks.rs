@@ -26,6 +26,32 @@ pub(crate) struct AckSignals {
     pub(crate) rewind: Notify,
     /// Wakes waiters for "no record in progress" on a closing partition.
     pub(crate) released: Notify,
+    /// Records released (acked or not) in completed runs.
+    released_records: AtomicU64,
+    /// Commit early after this many records were released (`commit_every`; 0: never).
+    commit_every: AtomicU64,
+}
+
+impl AckSignals {
+    /// Signals with an early commit every `commit_every` released records.
+    pub(crate) fn new(commit_every: u64) -> Self {
+        Self {
+            commit_every: AtomicU64::new(commit_every),
+            ..Self::default()
+        }
+    }
+
+    /// A run of `n` records was released: maybe time for an early commit.
+    fn on_run_released(&self, n: u64) {
+        let every = self.commit_every.load(Ordering::Relaxed);
+        if every == 0 {
+            return;
+        }
+        let before = self.released_records.fetch_add(n, Ordering::AcqRel);
+        if before / every != (before + n) / every {
+            self.commit_now.notify_one();
+        }
+    }
 }
 
 const PENDING: u8 = 0;
@@ -56,8 +82,12 @@ impl Run {
 
     fn release(&self, i: usize, state: u8) {
         self.states[i].store(state, Ordering::Release);
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 && self.acks.is_closing() {
-            self.acks.signals.released.notify_waiters();
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last record of the run: counted for `commit_every` once per run.
+            self.acks.signals.on_run_released(self.offsets.len() as u64);
+            if self.acks.is_closing() {
+                self.acks.signals.released.notify_waiters();
+            }
         }
     }
 

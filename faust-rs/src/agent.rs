@@ -131,9 +131,12 @@ where
             Ok(rt) => rt.clone(),
             Err(err) => return Box::pin(async move { Err(err.into()) }),
         };
-        let rx = rt
-            .sources
-            .receiver(&self.name, self.topic.name(), rt.settings.stream_buffer);
+        let rx = rt.sources.receiver(
+            &self.name,
+            self.topic.name(),
+            rt.settings.stream_buffer,
+            self.concurrency(),
+        );
         let stream = Stream::from_channel(rx, self.topic.clone(), ctx);
         match &self.body {
             Body::Process(f) => f(stream),

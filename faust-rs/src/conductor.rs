@@ -14,7 +14,7 @@ use rdkafka_async::{
 use crate::acks::PartitionAcks;
 use crate::event::Inbound;
 use crate::runtime::Runtime;
-use crate::sources::{Batch, BATCH_MAX};
+use crate::sources::{Batch, Route, BATCH_MAX};
 use crate::topics::TopicCreator;
 
 /// How long a revocation waits for in-flight events of the revoked partitions.
@@ -24,14 +24,12 @@ pub(crate) struct Conductor {
     rt: Arc<Runtime>,
     consumer: Consumer,
     creator: TopicCreator,
-    routes: HashMap<String, Arc<[Sender<Batch>]>>,
+    routes: HashMap<String, Arc<[Route]>>,
     routes_version: u64,
     /// topic -> partition -> window (looked up by `&str`, with no allocation per record).
     partitions: HashMap<String, HashMap<i32, Arc<PartitionAcks>>>,
     /// The window used last (records come in runs of one partition).
     last: Option<Arc<PartitionAcks>>,
-    /// Records handed out since the last early commit (`commit_every`).
-    dispatched: u64,
     subscribed: BTreeSet<String>,
 }
 
@@ -45,7 +43,6 @@ impl Conductor {
             routes_version: u64::MAX,
             partitions: HashMap::new(),
             last: None,
-            dispatched: 0,
             subscribed: BTreeSet::new(),
         }
     }
@@ -104,7 +101,7 @@ impl Conductor {
         }
     }
 
-    fn senders(&mut self, topic: &str) -> Arc<[Sender<Batch>]> {
+    fn senders(&mut self, topic: &str) -> Arc<[Route]> {
         let version = self.rt.sources.version();
         if version != self.routes_version {
             self.routes.clear();
@@ -113,7 +110,7 @@ impl Conductor {
         if let Some(s) = self.routes.get(topic) {
             return s.clone();
         }
-        let senders: Arc<[Sender<Batch>]> = self.rt.sources.senders(topic).into();
+        let senders: Arc<[Route]> = self.rt.sources.senders(topic).into();
         self.routes.insert(topic.to_owned(), senders.clone());
         senders
     }
@@ -159,11 +156,6 @@ impl Conductor {
             }
         }
         self.rt.monitor.on_messages_in(records.len() as u64);
-        self.dispatched += records.len() as u64;
-        if self.dispatched >= self.rt.settings.commit_every {
-            self.dispatched = 0;
-            self.rt.signals.commit_now.notify_one();
-        }
         let mut run: Batch = Vec::with_capacity(records.len());
         let mut records = records.into_iter().peekable();
         while let Some(first) = records.next() {
@@ -200,67 +192,68 @@ impl Conductor {
         }
     }
 
-    /// Sends a batch of one topic to every agent reading it; `false` if stopping.
+    /// Sends a batch of one topic to every agent reading it; `false` if stopping (then the
+    /// records are discarded: not acknowledged, consumed again later).
     async fn send(&mut self, batch: Batch) -> bool {
         let Some(topic) = batch.first().map(|i| i.message.topic().to_owned()) else {
             return true;
         };
-        let senders = self.senders(&topic);
-        let n = senders.len();
-        let mut batch = Some(batch);
-        for (i, tx) in senders.iter().enumerate() {
-            let item = if i + 1 == n {
-                batch.take().unwrap_or_default()
+        let routes = self.senders(&topic);
+        let last = routes.len().saturating_sub(1);
+        let mut owned = Some(batch);
+        for (i, (tx, max_batch)) in routes.iter().enumerate() {
+            let all = owned.as_ref().map(Vec::as_slice).unwrap_or_default();
+            let mut items: Vec<Batch> = if all.len() <= *max_batch {
+                // The last route takes the batch itself.
+                let whole = if i == last {
+                    owned.take().unwrap_or_default()
+                } else {
+                    all.to_vec()
+                };
+                vec![whole]
             } else {
-                batch.clone().unwrap_or_default()
+                all.chunks(*max_batch).map(<[_]>::to_vec).collect()
             };
-            // Fast path: room in the channel.
-            let item = match tx.try_send(item) {
-                Ok(()) => continue,
-                Err(async_channel::TrySendError::Closed(back)) => {
-                    back.iter().for_each(|i| i.discard());
-                    continue;
-                }
-                Err(async_channel::TrySendError::Full(item)) => item,
-            };
-            // The agent is behind: wait for room (backpressure), unless stopping; then the
-            // records are discarded, not acknowledged (they will be consumed again).
-            let pending = item.clone();
-            tokio::select! {
-                biased;
-                () = self.rt.stopping.cancelled() => {
-                    pending.iter().for_each(|i| i.discard());
-                    if let Some(rest) = batch.take() {
-                        rest.iter().for_each(|i| i.discard());
+            let mut items = items.drain(..);
+            while let Some(item) = items.next() {
+                if !self.send_one(tx, item).await {
+                    // Not sent to this agent: its unsent batches; and to the agents after
+                    // it: everything. What was sent is processed or discarded by the agents.
+                    items.for_each(|b| b.iter().for_each(|i| i.discard()));
+                    if i < last {
+                        if let Some(rest) = owned.take() {
+                            rest.iter().for_each(|i| i.discard());
+                        }
                     }
                     return false;
-                }
-                res = tx.send(item) => {
-                    if let Err(async_channel::SendError(back)) = res {
-                        back.iter().for_each(|i| i.discard());
-                    }
                 }
             }
         }
         true
     }
 
-    /// Waits (bounded) until no event of `parts` is in an agent's hands.
-    async fn drain(&self, parts: &[Arc<PartitionAcks>], within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let released = self.rt.signals.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            if parts.iter().all(|p| p.live() == 0) {
-                return;
+    /// Sends one batch to one channel, waiting for room (backpressure) unless stopping.
+    async fn send_one(&self, tx: &Sender<Batch>, item: Batch) -> bool {
+        let item = match tx.try_send(item) {
+            Ok(()) => return true,
+            Err(async_channel::TrySendError::Closed(back)) => {
+                back.iter().for_each(|i| i.discard());
+                return true;
             }
-            tokio::select! {
-                () = released => {}
-                () = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(waited = ?within, "events still in progress; moving on");
-                    return;
+            Err(async_channel::TrySendError::Full(item)) => item,
+        };
+        let pending = item.clone();
+        tokio::select! {
+            biased;
+            () = self.rt.stopping.cancelled() => {
+                pending.iter().for_each(|i| i.discard());
+                false
+            }
+            res = tx.send(item) => {
+                if let Err(async_channel::SendError(back)) = res {
+                    back.iter().for_each(|i| i.discard());
                 }
+                true
             }
         }
     }
@@ -280,7 +273,7 @@ impl Conductor {
                     parts.push(p);
                 }
             }
-            self.drain(&parts, REVOKE_WAIT).await;
+            self.rt.drain(&parts, REVOKE_WAIT).await;
             if !r.is_lost() {
                 self.rt.commit(Some(&parts)).await;
             }
@@ -309,7 +302,7 @@ impl Conductor {
         if failed.is_empty() {
             return;
         }
-        self.drain(&failed, REVOKE_WAIT).await;
+        self.rt.drain(&failed, REVOKE_WAIT).await;
         let mut tpl = TopicPartitionList::new();
         for p in &failed {
             if let Some(point) = p.reset() {

@@ -124,17 +124,42 @@ impl Runtime {
         }
     }
 
+    /// Waits (bounded) until no event of `parts` is in an agent's hands. The partitions
+    /// must be closing (only then are releases signalled).
+    pub(crate) async fn drain(&self, parts: &[Arc<PartitionAcks>], within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let released = self.signals.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if parts.iter().all(|p| p.live() == 0) {
+                return;
+            }
+            tokio::select! {
+                () = released => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(waited = ?within, "events still in progress; moving on");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Every partition's window.
+    pub(crate) fn all_partitions(&self) -> Vec<Arc<PartitionAcks>> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Commits the commit point of every partition that moved (or only of `only`).
     pub(crate) async fn commit(&self, only: Option<&[Arc<PartitionAcks>]>) {
         let candidates: Vec<Arc<PartitionAcks>> = match only {
             Some(list) => list.to_vec(),
-            None => self
-                .partitions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
-                .collect(),
+            None => self.all_partitions(),
         };
         let mut tpl = TopicPartitionList::new();
         let mut points = Vec::new();

@@ -16,7 +16,24 @@ pub(crate) type Batch = Vec<Arc<Inbound>>;
 /// The most records in one batch.
 pub(crate) const BATCH_MAX: usize = 256;
 
-type Channel = (async_channel::Sender<Batch>, async_channel::Receiver<Batch>);
+struct Channel {
+    tx: async_channel::Sender<Batch>,
+    rx: async_channel::Receiver<Batch>,
+    /// The most records per batch on this channel: 1 for an agent with several
+    /// instances, so that each record goes to whichever instance is free.
+    max_batch: usize,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("max_batch", &self.max_batch)
+            .finish()
+    }
+}
+
+/// Where the conductor sends a topic's records: a channel and its batch size.
+pub(crate) type Route = (async_channel::Sender<Batch>, usize);
 
 #[derive(Debug)]
 pub(crate) struct Sources {
@@ -41,21 +58,37 @@ impl Sources {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The receiving end of `agent`'s channel for `topic`, created on first use.
+    /// The receiving end of `agent`'s channel for `topic`, created on first use. The
+    /// channel buffers about `capacity` records; `instances` is the agent's concurrency.
     pub(crate) fn receiver(
         &self,
         agent: &Arc<str>,
         topic: &str,
         capacity: usize,
+        instances: usize,
     ) -> async_channel::Receiver<Batch> {
         let mut routes = self.lock();
         let per_topic = routes.entry(topic.to_owned()).or_default();
-        if let Some((_, rx)) = per_topic.get(agent) {
-            return rx.clone();
+        if let Some(c) = per_topic.get(agent) {
+            return c.rx.clone();
         }
-        // `capacity` counts records; the channel holds batches of up to BATCH_MAX.
-        let (tx, rx) = async_channel::bounded(capacity.div_ceil(BATCH_MAX).max(2));
-        per_topic.insert(agent.clone(), (tx, rx.clone()));
+        let capacity = capacity.max(1);
+        let max_batch = if instances > 1 {
+            1
+        } else {
+            // At least two batches fit, so the conductor fills one while the agent works
+            // on the other.
+            (capacity / 2).clamp(1, BATCH_MAX)
+        };
+        let (tx, rx) = async_channel::bounded(capacity.div_ceil(max_batch).max(1));
+        per_topic.insert(
+            agent.clone(),
+            Channel {
+                tx,
+                rx: rx.clone(),
+                max_batch,
+            },
+        );
         let topics: BTreeSet<String> = routes.keys().cloned().collect();
         // Published under the lock: concurrent additions then publish in order, and the
         // last set published has every topic (published after the lock, an older, smaller
@@ -67,11 +100,11 @@ impl Sources {
         rx
     }
 
-    /// The senders of every channel of `topic`.
-    pub(crate) fn senders(&self, topic: &str) -> Vec<async_channel::Sender<Batch>> {
+    /// The routes of every channel of `topic`.
+    pub(crate) fn senders(&self, topic: &str) -> Vec<Route> {
         self.lock()
             .get(topic)
-            .map(|m| m.values().map(|(tx, _)| tx.clone()).collect())
+            .map(|m| m.values().map(|c| (c.tx.clone(), c.max_batch)).collect())
             .unwrap_or_default()
     }
 
@@ -88,8 +121,8 @@ impl Sources {
     /// Closes every channel: streams end once they drained what was queued.
     pub(crate) fn close_all(&self) {
         for per_topic in self.lock().values() {
-            for (tx, _) in per_topic.values() {
-                tx.close();
+            for c in per_topic.values() {
+                c.tx.close();
             }
         }
     }

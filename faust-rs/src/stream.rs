@@ -24,6 +24,8 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn futures_core::Stream<Item = T> + Send
 pub(crate) struct StreamCtx {
     pub(crate) app: App,
     pub(crate) agent: Arc<str>,
+    /// How many instances of the agent run (they share its streams).
+    pub(crate) instances: usize,
     /// Set when the instance failed: events it still holds are failed when dropped.
     pub(crate) failed: Arc<AtomicBool>,
     /// Origins held by streams when they were dropped: the supervisor acknowledges them if
@@ -33,10 +35,11 @@ pub(crate) struct StreamCtx {
 }
 
 impl StreamCtx {
-    pub(crate) fn new(app: App, agent: Arc<str>) -> Arc<Self> {
+    pub(crate) fn new(app: App, agent: Arc<str>, instances: usize) -> Arc<Self> {
         Arc::new(Self {
             app,
             agent,
+            instances,
             failed: Arc::new(AtomicBool::new(false)),
             held: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
@@ -380,9 +383,12 @@ where
 {
     match topic.app.runtime() {
         Ok(rt) => {
-            let rx = rt
-                .sources
-                .receiver(&ctx.agent, topic.name(), rt.settings.stream_buffer);
+            let rx = rt.sources.receiver(
+                &ctx.agent,
+                topic.name(),
+                rt.settings.stream_buffer,
+                ctx.instances,
+            );
             Stream::from_channel(rx, topic.clone(), ctx)
         }
         Err(err) => {

@@ -12,6 +12,7 @@ use rdkafka_async::{
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::acks::AckSignals;
 use crate::agent::AgentRun;
 use crate::app::App;
 use crate::conductor::Conductor;
@@ -160,7 +161,7 @@ impl App {
             producer,
             sources: Sources::default(),
             monitor: Monitor::default(),
-            signals: Arc::default(),
+            signals: Arc::new(AckSignals::new(settings.commit_every)),
             partitions: Mutex::default(),
             committed: Mutex::default(),
             stopping: CancellationToken::new(),
@@ -290,6 +291,10 @@ async fn run(
     tracing::info!("stopping: finishing events in progress");
     let started = Instant::now();
     side.abort_all();
+    // Stop taking events: records still queued for agents are discarded (not acknowledged:
+    // they are consumed again after a restart); events in progress finish.
+    let partitions = rt.all_partitions();
+    partitions.iter().for_each(|p| p.close());
     rt.sources.close_all();
     let deadline = rt.settings.shutdown_timeout;
     if tokio::time::timeout(deadline, async {
@@ -310,6 +315,12 @@ async fn run(
     {
         tracing::warn!("some sent records were not delivered before the shutdown deadline");
     }
+    // Events whose outputs were just delivered are acknowledged by their delivery tasks:
+    // wait for them, so the final commit includes them.
+    let remaining = deadline
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
+    rt.drain(&partitions, remaining).await;
     rt.commit(None).await;
     let mut consumer = consumer;
     if let Err(err) = consumer.close_within(Duration::from_secs(10)).await {
@@ -358,7 +369,7 @@ async fn supervise(app: App, rt: Arc<Runtime>, agent: Arc<dyn AgentRun>, instanc
     let name: Arc<str> = Arc::from(agent.name());
     let mut backoff: Option<Duration> = None;
     loop {
-        let ctx = StreamCtx::new(app.clone(), name.clone());
+        let ctx = StreamCtx::new(app.clone(), name.clone(), agent.concurrency());
         let started = Instant::now();
         let mut run = Box::pin(AssertUnwindSafe(agent.run(ctx.clone())).catch_unwind());
         // Declared after `run`, so dropped before it when this task is cancelled (the
