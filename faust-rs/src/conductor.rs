@@ -202,7 +202,7 @@ impl Conductor {
         let last = routes.len().saturating_sub(1);
         let mut owned = Some(batch);
         for (i, (tx, max_batch)) in routes.iter().enumerate() {
-            let all = owned.as_ref().map(Vec::as_slice).unwrap_or_default();
+            let all = owned.as_deref().unwrap_or_default();
             let mut items: Vec<Batch> = if all.len() <= *max_batch {
                 // The last route takes the batch itself.
                 let whole = if i == last {
