@@ -409,7 +409,10 @@ pub(crate) async fn forward<K2, V2>(
     K2: Send + Sync + 'static,
     V2: Send + Sync + 'static,
 {
-    match topic.enqueue(key, value, None, &[]).await {
+    match topic
+        .enqueue(key, value, &crate::topic::SendOptions::default())
+        .await
+    {
         Ok(delivery) => {
             let origin = origin.clone();
             let name = topic.name.clone();

@@ -22,6 +22,42 @@ pub struct TopicSpec {
     pub internal: bool,
 }
 
+/// Where and how a record is sent (see [`Topic::send_with`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// An explicit partition (default: by key).
+    pub partition: Option<i32>,
+    /// The record's timestamp, ms since the epoch (default: now).
+    pub timestamp: Option<i64>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl SendOptions {
+    /// No options: partition by key, timestamp now, no headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sends to `partition`.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the timestamp (ms since the epoch).
+    pub fn timestamp(mut self, ms: i64) -> Self {
+        self.timestamp = Some(ms);
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push((name.into(), value.as_ref().to_vec()));
+        self
+    }
+}
+
 /// A typed Kafka topic.
 ///
 /// ```
@@ -133,7 +169,33 @@ impl<K: Send + Sync + 'static, V: Send + Sync + 'static> Topic<K, V> {
         value: &V,
         partition: Option<i32>,
     ) -> Result<Delivery> {
-        let delivery = self.enqueue(key, value, partition, &[]).await?;
+        let options = SendOptions {
+            partition,
+            ..SendOptions::default()
+        };
+        let delivery = self.enqueue(key, value, &options).await?;
+        Ok(delivery.await?)
+    }
+
+    /// Sends a record with a partition, a timestamp and headers, and waits for the
+    /// broker's acknowledgement.
+    ///
+    /// ```no_run
+    /// # async fn demo(orders: faust::Topic<String, String>) -> faust::Result<()> {
+    /// use faust::topic::SendOptions;
+    /// let options = SendOptions::new().partition(2).timestamp(1_700_000_000_000).header("source", "web");
+    /// orders.send_with(Some(&"k".to_string()), &"v".to_string(), &options).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Cancel safety: as [`Topic::send`].
+    pub async fn send_with(
+        &self,
+        key: Option<&K>,
+        value: &V,
+        options: &SendOptions,
+    ) -> Result<Delivery> {
+        let delivery = self.enqueue(key, value, options).await?;
         Ok(delivery.await?)
     }
 
@@ -146,7 +208,7 @@ impl<K: Send + Sync + 'static, V: Send + Sync + 'static> Topic<K, V> {
         key: Option<&K>,
         value: &V,
     ) -> Result<rdkafka_async::DeliveryFuture> {
-        self.enqueue(key, value, None, &[]).await
+        self.enqueue(key, value, &SendOptions::default()).await
     }
 
     /// Enqueues a record; the future resolves on delivery.
@@ -154,8 +216,7 @@ impl<K: Send + Sync + 'static, V: Send + Sync + 'static> Topic<K, V> {
         &self,
         key: Option<&K>,
         value: &V,
-        partition: Option<i32>,
-        headers: &[(&str, &[u8])],
+        options: &SendOptions,
     ) -> Result<rdkafka_async::DeliveryFuture> {
         let rt = self.app.runtime()?;
         let (k, v) = self.encode(key, value)?;
@@ -163,11 +224,14 @@ impl<K: Send + Sync + 'static, V: Send + Sync + 'static> Topic<K, V> {
         if let Some(k) = &k {
             record = record.key(k);
         }
-        if let Some(p) = partition {
+        if let Some(p) = options.partition {
             record = record.partition(p);
         }
-        for (name, value) in headers {
-            record = record.header(name, *value);
+        if let Some(ts) = options.timestamp {
+            record = record.timestamp(ts);
+        }
+        for (name, value) in &options.headers {
+            record = record.header(name, value);
         }
         let started = std::time::Instant::now();
         let delivery = rt.producer.send(record).await.map_err(Error::from);

@@ -393,8 +393,18 @@ async fn supervise(app: App, rt: Arc<Runtime>, agent: Arc<dyn AgentRun>, instanc
         }
         drop(held);
         let Some(reason) = failure else {
-            tracing::debug!(agent = %name, instance, "agent finished");
-            return;
+            if rt.stopping.is_cancelled() {
+                tracing::debug!(agent = %name, instance, "agent finished");
+                return;
+            }
+            // An agent that returns while the worker runs would leave its stream unread
+            // (and the conductor waiting on it): run it again, after a pause.
+            tracing::warn!(agent = %name, instance, "agent returned while the worker runs; starting it again");
+            tokio::select! {
+                () = rt.stopping.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            continue;
         };
         rt.monitor.on_agent_failure();
         tracing::error!(agent = %name, instance, %reason, "agent failed");
