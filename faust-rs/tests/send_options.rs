@@ -8,13 +8,16 @@ use std::time::Duration;
 use common::{wait_until, Broker, Log};
 use faust::topic::SendOptions;
 
+/// What the agent saw of one note: key, partition, timestamp, `source` header, value.
+type Seen = (Option<String>, i32, Option<i64>, Option<Vec<u8>>, String);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_timestamp_and_headers_reach_the_agent() {
     let b = Broker::new();
     b.topic("notes", 4);
     let app = b.app("send-options");
     let notes = app.topic::<String, String>("notes");
-    let seen: Log<(Option<String>, i32, Option<i64>, Option<Vec<u8>>, String)> = Log::default();
+    let seen: Log<Seen> = Log::default();
     let log = seen.clone();
     app.agent("read", &notes, move |mut stream| {
         let log = log.clone();
