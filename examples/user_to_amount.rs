@@ -47,13 +47,19 @@ fn main() -> anyhow::Result<()> {
     }
     tokio::runtime::Runtime::new()?.block_on(async {
         let worker = app.without_web().start().await?;
-        println!("worker started on the embedded broker at {}", worker.bootstrap_servers());
+        println!(
+            "worker started on the embedded broker at {}",
+            worker.bootstrap_servers()
+        );
         let transactions = worker.app().topic::<String, Transaction>("transactions");
         let mut expected = BTreeMap::<String, i64>::new();
         let mut deliveries = Vec::new();
         for i in 0..1000u64 {
             // A small deterministic pseudo-random sequence: 10 users, amounts 1..=100.
-            let x = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 33;
+            let x = i
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407)
+                >> 33;
             let tx = Transaction {
                 user: format!("u{}", x % 10),
                 amount: (x % 100 + 1) as i64,
@@ -67,7 +73,10 @@ fn main() -> anyhow::Result<()> {
         println!("sent 1000 transactions");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while *totals.lock().unwrap() != expected {
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "totals did not add up in time");
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "totals did not add up in time"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         println!("{:<6} {:>8}", "user", "total");

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
-use rdkafka_async::{ClientConfig, Compression, Consumer, MockCluster, Offset, Producer, Record, TopicPartitionList};
+use rdkafka_async::{
+    ClientConfig, Compression, Consumer, MockCluster, Offset, Producer, Record, TopicPartitionList,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::measure::{thousands, Run, Span, Trials};
@@ -122,19 +124,36 @@ async fn produce(bootstrap: &str, args: &W1Args) -> Result<HashMap<String, u64>>
         };
         *expected.entry(tx.user.clone()).or_default() += 1;
         let value = serde_json::to_vec(&tx)?;
-        pending.push(producer.send(Record::to(TOPIC).key(&tx.user).value(&value)).await?);
+        pending.push(
+            producer
+                .send(Record::to(TOPIC).key(&tx.user).value(&value))
+                .await?,
+        );
     }
     for d in pending {
         d.await?;
     }
-    let probe = Consumer::new(ClientConfig::new().bootstrap_servers(bootstrap).group_id("w1-probe"))?;
+    let probe = Consumer::new(
+        ClientConfig::new()
+            .bootstrap_servers(bootstrap)
+            .group_id("w1-probe"),
+    )?;
     let mut total = 0;
     for p in 0..args.partitions {
-        let (low, high) = probe.fetch_watermarks(TOPIC, p, Duration::from_secs(10)).await?;
-        ensure!(low == 0, "the mock dropped events of partition {p} (low watermark {low})");
+        let (low, high) = probe
+            .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
+            .await?;
+        ensure!(
+            low == 0,
+            "the mock dropped events of partition {p} (low watermark {low})"
+        );
         total += high;
     }
-    ensure!(total as u64 == args.events, "{total} events stored, expected {}", args.events);
+    ensure!(
+        total as u64 == args.events,
+        "{total} events stored, expected {}",
+        args.events
+    );
     Ok(expected)
 }
 
@@ -147,7 +166,9 @@ fn tpl(args: &W1Args) -> TopicPartitionList {
 /// The bare client: decode and count per user.
 async fn raw_trial(bootstrap: &str, args: &W1Args, expected: &HashMap<String, u64>) -> Result<Run> {
     let mut consumer = Consumer::new(consumer_settings(
-        ClientConfig::new().bootstrap_servers(bootstrap).group_id("w1-raw"),
+        ClientConfig::new()
+            .bootstrap_servers(bootstrap)
+            .group_id("w1-raw"),
     ))?;
     consumer.assign(&tpl(args))?;
     let mut counts: HashMap<String, u64> = HashMap::new();
@@ -168,7 +189,12 @@ async fn raw_trial(bootstrap: &str, args: &W1Args, expected: &HashMap<String, u6
 }
 
 /// The framework: an App with one agent that decodes and counts per user.
-async fn faust_trial(bootstrap: &str, args: &W1Args, trial: usize, expected: &HashMap<String, u64>) -> Result<Run> {
+async fn faust_trial(
+    bootstrap: &str,
+    args: &W1Args,
+    trial: usize,
+    expected: &HashMap<String, u64>,
+) -> Result<Run> {
     let app = faust::App::new(format!("w1-faust-{trial}"))
         .broker(bootstrap)?
         .without_web();
@@ -176,7 +202,9 @@ async fn faust_trial(bootstrap: &str, args: &W1Args, trial: usize, expected: &Ha
         s.kafka.insert("fetch.queue.backoff.ms".into(), "10".into());
         s.kafka.insert("fetch.wait.max.ms".into(), "1".into());
     });
-    let topic = app.topic::<String, Transaction>(TOPIC).partitions(args.partitions);
+    let topic = app
+        .topic::<String, Transaction>(TOPIC)
+        .partitions(args.partitions);
     let counts: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let seen = Arc::new(AtomicU64::new(0));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Run>();
@@ -212,6 +240,9 @@ async fn faust_trial(bootstrap: &str, args: &W1Args, trial: usize, expected: &Ha
         .await
         .context("the faust-rs agent did not count every event in time")??;
     worker.shutdown().await?;
-    ensure!(&*counts.lock().unwrap() == expected, "the agent's counts are wrong");
+    ensure!(
+        &*counts.lock().unwrap() == expected,
+        "the agent's counts are wrong"
+    );
     Ok(run)
 }

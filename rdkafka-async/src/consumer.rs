@@ -815,7 +815,9 @@ impl Consumer {
                         tokio::task::spawn_blocking(move || {
                             // SAFETY: valid handle (kept alive by `shared`); null
                             // unassigns everything.
-                            Error::check(unsafe { sys::rd_kafka_assign(shared.client.ptr(), std::ptr::null()) })
+                            Error::check(unsafe {
+                                sys::rd_kafka_assign(shared.client.ptr(), std::ptr::null())
+                            })
                         })
                         .await
                         .map_err(|e| Error::Io(e.to_string()))??;

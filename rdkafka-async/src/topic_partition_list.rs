@@ -292,7 +292,8 @@ mod tests {
     #[test]
     fn empty_native_lists_have_no_element_array() {
         // SAFETY: `rd_kafka_topic_partition_list_new(0)` returns a valid, empty list.
-        let native = unsafe { NativePtr::from_ptr(sys::rd_kafka_topic_partition_list_new(0)) }.unwrap();
+        let native =
+            unsafe { NativePtr::from_ptr(sys::rd_kafka_topic_partition_list_new(0)) }.unwrap();
         // SAFETY: a valid list we own.
         assert!(unsafe { TopicPartitionList::from_native(native.ptr()) }.is_empty());
     }
