@@ -82,7 +82,7 @@ impl Fixture {
         ClientConfig::new().bootstrap_servers(self.cluster.bootstrap_servers())
     }
 
-    /// A producer configuration: small linger, lz4 (what the mock needs, DESIGN.md §4).
+    /// A producer configuration: small linger, lz4 (what the mock needs, docs/src/client/admin-mock.md).
     pub fn producer_config(&self) -> ClientConfig {
         self.base_config()
             .linger(Duration::from_millis(5))
@@ -97,7 +97,7 @@ impl Fixture {
             .auto_offset_reset(OffsetReset::Earliest)
             .session_timeout(Duration::from_secs(6))
             // librdkafka backs off 1 s by default when a fetch queue is full; keep tests
-            // from idling on that (DESIGN.md §4).
+            // from idling on that (docs/src/client/admin-mock.md).
             .set("fetch.queue.backoff.ms", "10")
             // The mock parks a fetch that finds no data for the whole `fetch.wait.max.ms`
             // (500 ms by default) and does not answer it early when data arrives

@@ -1,4 +1,4 @@
-//! Rules (DESIGN.md §3): "`Drop` never blocks the runtime", "Messages are owned,
+//! Rules (docs/src/design/client.md): "`Drop` never blocks the runtime", "Messages are owned,
 //! `Send + 'static` ... no lifetime tied to the consumer", and `Consumer::close`
 //! "completes within about `timeout` even if every broker is gone".
 //!

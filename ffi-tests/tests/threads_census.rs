@@ -1,4 +1,4 @@
-//! Rule (DESIGN.md §3): the client adds no threads of its own. A process running a
+//! Rule (docs/src/design/client.md): the client adds no threads of its own. A process running a
 //! producer, a subscribed consumer that is receiving, and an admin client has only
 //! tokio's threads (workers and blocking pool, named `tokio-rt` here), the test harness's
 //! thread(s), and librdkafka's own threads: `rdk:main` per handle, `rdk:broker<id>` per

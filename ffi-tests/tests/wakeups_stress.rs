@@ -1,4 +1,4 @@
-//! Rule (DESIGN.md §3, "Per queue: ... drain until empty before clearing readiness";
+//! Rule (docs/src/design/client.md, "Per queue: ... drain until empty before clearing readiness";
 //! "A drain cut short ... must reschedule itself"): no wake-up is ever lost.
 //!
 //! Many messages over several partitions and brokers, produced in random bursts with
