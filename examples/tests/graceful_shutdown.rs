@@ -77,7 +77,7 @@ async fn sigterm_mid_stream(mode: &'static str) {
     let broker = TestBroker::start(&[("events", PARTITIONS), ("processed", PARTITIONS)]).await;
     let bootstrap = broker.bootstrap();
     let output = Collector::start(&bootstrap, "processed", PARTITIONS);
-    let group = "sigterm-test";
+    let group = broker.app("sigterm-test", PARTITIONS);
     let env = |tag: &'static str| {
         [
             ("TESTAPP_ID", group),
@@ -159,7 +159,7 @@ async fn an_event_cut_off_by_the_shutdown_deadline_is_not_committed() {
     let broker = TestBroker::start(&[("events", 1), ("processed", 1)]).await;
     let bootstrap = broker.bootstrap();
     let output = Collector::start(&bootstrap, "processed", 1);
-    let group = "deadline-test";
+    let group = broker.app("deadline-test", 1);
     produce_values(&bootstrap, "events", &[r#"{"id": 0}"#]).await;
     // The next produce request (the worker's output for event 0) is answered after 4 s:
     // the agent still waits for it when the shutdown deadline (1 s) cuts it off, and the
@@ -233,7 +233,7 @@ async fn a_second_signal_exits_at_once() {
         &bootstrap,
         Some(web),
         &[
-            ("TESTAPP_ID", "second-signal-test"),
+            ("TESTAPP_ID", broker.app("second-signal-test", 1)),
             ("TESTAPP_DELAY_MS", "60000"),
         ],
     );

@@ -33,7 +33,7 @@ async fn sigkill_mid_stream_replays_only_the_uncommitted_tail() {
     let broker = TestBroker::start(&[("events", PARTITIONS), ("processed", PARTITIONS)]).await;
     let bootstrap = broker.bootstrap();
     let output = Collector::start(&bootstrap, "processed", PARTITIONS);
-    let group = "kill-test";
+    let group = broker.app("kill-test", PARTITIONS);
     let commit_every = COMMIT_EVERY.to_string();
     let buffer = STREAM_BUFFER.to_string();
     // The first run takes its time, so that the kill lands mid-stream.

@@ -50,6 +50,8 @@ async fn two_workers_split_the_partitions_and_process_every_event() {
     let mut cmd = Command::new(FAUST);
     cmd.args(["broker", "--port", &port.to_string()]);
     cmd.args(["--topic", "events:4", "--topic", "processed:4"]);
+    // The app's tasks topic (the broker has no CreateTopics).
+    cmd.args(["--topic", "multi-test-__assignor:4"]);
     let mut broker = Proc::spawn("faust-broker", cmd);
     broker
         .wait_log("bootstrap.servers=", Duration::from_secs(60))

@@ -15,6 +15,7 @@ use crate::error::{AgentResult, Error, Result};
 use crate::runtime::Runtime;
 use crate::settings::{Broker, DecodeErrorPolicy, Settings};
 use crate::stream::Stream;
+use crate::table::{Kind, Table, TableCore};
 use crate::topic::{Topic, TopicSpec};
 
 pub(crate) type TaskFn = Arc<dyn Fn(App) -> BoxFuture<'static, AgentResult> + Send + Sync>;
@@ -36,6 +37,7 @@ pub(crate) struct Registry {
     pub(crate) agents: Vec<Arc<dyn AgentRun>>,
     pub(crate) timers: Vec<TimerDef>,
     pub(crate) tasks: Vec<TaskDef>,
+    pub(crate) tables: Vec<Arc<dyn TableCore>>,
 }
 
 pub(crate) struct AppInner {
@@ -270,6 +272,48 @@ impl App {
             name: name.to_owned(),
             fun: Arc::new(move |app| Box::pin(f(app))),
         });
+    }
+
+    /// Declares a table: keys through [`Auto`](crate::codec::Auto), values through JSON
+    /// (see [`Table`] for its options). Its changelog topic `<app id>-<name>-changelog` is
+    /// created when the worker starts.
+    pub fn table<K, V>(&self, name: &str) -> Table<K, V>
+    where
+        K: Serialize + DeserializeOwned + Send + Sync + 'static,
+        V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        Table::new(self, name, Kind::Table)
+    }
+
+    /// Declares a global table: every worker holds all of it (it reads every partition of
+    /// its changelog), so any key can be read anywhere. Writes go to the key's partition.
+    pub fn global_table<K, V>(&self, name: &str) -> Table<K, V>
+    where
+        K: Serialize + DeserializeOwned + Send + Sync + 'static,
+        V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        Table::new(self, name, Kind::Global)
+    }
+
+    pub(crate) fn register_table(&self, table: Arc<dyn TableCore>) {
+        let mut reg = self.registry();
+        if reg.tables.iter().any(|t| t.name() == table.name()) {
+            tracing::error!(
+                table = table.name(),
+                "a table with this name was declared already; the new one replaces it"
+            );
+            reg.tables.retain(|t| t.name() != table.name());
+        }
+        reg.tables.push(table);
+    }
+
+    /// Names of the tables, in declaration order.
+    pub fn table_names(&self) -> Vec<String> {
+        self.registry()
+            .tables
+            .iter()
+            .map(|t| t.name().to_owned())
+            .collect()
     }
 
     /// Names of the agents, in registration order.

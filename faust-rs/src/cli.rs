@@ -177,7 +177,25 @@ impl App {
                 Ok(())
             }
             AppCommand::Tables => {
-                println!("(this app defines no tables)");
+                let tables = self.registry().tables.clone();
+                if tables.is_empty() {
+                    println!("(this app defines no tables)");
+                    return Ok(());
+                }
+                println!(
+                    "{:<24} {:<8} {:<7} {:<40} help",
+                    "table", "kind", "public", "changelog"
+                );
+                for t in tables {
+                    println!(
+                        "{:<24} {:<8} {:<7} {:<40} {}",
+                        t.name(),
+                        if t.is_global() { "global" } else { "table" },
+                        if t.is_public() { "yes" } else { "no" },
+                        t.changelog(),
+                        t.help()
+                    );
+                }
                 Ok(())
             }
         }

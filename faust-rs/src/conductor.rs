@@ -1,8 +1,16 @@
-//! The conductor: the one task that owns the consumer. It subscribes to every topic an
-//! agent reads, hands each record to the agents' channels (waiting when they are full:
-//! backpressure), and handles rebalances and rewinds.
+//! The conductor: the one task that owns the consumer. It hands each record to the
+//! agents' channels (waiting when they are full: backpressure), and handles rebalances and
+//! rewinds.
+//!
+//! Assignment (see `docs/src/design/assignment.md`): the consumer group's members share
+//! the partitions of one internal *tasks* topic, `<app id>-__assignor`, with the
+//! cooperative-sticky assignor. Owning task `p` means owning partition `p` of every topic
+//! the agents read and of every table: the conductor assigns those partitions itself,
+//! after restoring the tables' partition `p` from their changelogs. So topics and tables
+//! are co-partitioned, few tasks move at a rebalance, and the tasks that do not move keep
+//! processing through it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,15 +18,35 @@ use async_channel::Sender;
 use rdkafka_async::{
     Consumer, ConsumerEvent, Message, Offset, Rebalance, RebalanceKind, TopicPartitionList,
 };
+use tokio::sync::mpsc;
 
 use crate::acks::PartitionAcks;
 use crate::event::Inbound;
 use crate::runtime::Runtime;
 use crate::sources::{Batch, Route, BATCH_MAX};
+use crate::table::recovery::Restored;
 use crate::topics::TopicCreator;
 
 /// How long a revocation waits for in-flight events of the revoked partitions.
 const REVOKE_WAIT: Duration = Duration::from_secs(10);
+/// How long asking for committed offsets may take.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause before restoring a partition again after a failed restore.
+const RESTORE_RETRY: Duration = Duration::from_secs(1);
+
+/// A task this worker owns.
+#[derive(Debug)]
+enum Task {
+    /// Its tables are being restored (restore number `id`).
+    Restoring {
+        id: u64,
+        handle: tokio::task::AbortHandle,
+    },
+    /// Its partitions are assigned and processed.
+    Active,
+}
+
+type RestoreResult = (i32, u64, crate::error::Result<Restored>);
 
 pub(crate) struct Conductor {
     rt: Arc<Runtime>,
@@ -30,11 +58,24 @@ pub(crate) struct Conductor {
     partitions: HashMap<String, HashMap<i32, Arc<PartitionAcks>>>,
     /// The window used last (records come in runs of one partition).
     last: Option<Arc<PartitionAcks>>,
-    subscribed: BTreeSet<String>,
+    /// The topics agents read, with their partition counts.
+    sources: BTreeMap<String, i32>,
+    /// The tasks topic and its partition count.
+    tasks_topic: String,
+    tasks: BTreeMap<i32, Task>,
+    restores: u64,
+    restored_tx: mpsc::UnboundedSender<RestoreResult>,
+    restored_rx: mpsc::UnboundedReceiver<RestoreResult>,
 }
 
 impl Conductor {
-    pub(crate) fn new(rt: Arc<Runtime>, consumer: Consumer, creator: TopicCreator) -> Self {
+    pub(crate) fn new(
+        rt: Arc<Runtime>,
+        consumer: Consumer,
+        creator: TopicCreator,
+        tasks_topic: String,
+    ) -> Self {
+        let (restored_tx, restored_rx) = mpsc::unbounded_channel();
         Self {
             rt,
             consumer,
@@ -43,7 +84,12 @@ impl Conductor {
             routes_version: u64::MAX,
             partitions: HashMap::new(),
             last: None,
-            subscribed: BTreeSet::new(),
+            sources: BTreeMap::new(),
+            tasks_topic,
+            tasks: BTreeMap::new(),
+            restores: 0,
+            restored_tx,
+            restored_rx,
         }
     }
 
@@ -51,7 +97,11 @@ impl Conductor {
     pub(crate) async fn run(mut self) -> Consumer {
         let mut topics = self.rt.sources.topics();
         let initial = topics.borrow_and_update().clone();
-        self.resubscribe(initial).await;
+        self.set_sources(initial).await;
+        match self.consumer.subscribe(&[self.tasks_topic.as_str()]) {
+            Ok(()) => tracing::info!(tasks = %self.tasks_topic, "joined the group"),
+            Err(err) => self.rt.fail(err.into()),
+        }
         // The futures of the rare events are made once and re-armed only after they fire,
         // not once per record.
         let stopping = self.rt.stopping.clone();
@@ -67,8 +117,9 @@ impl Conductor {
                     let Some(watcher) = watcher else { break };
                     changed = watch_topics(watcher);
                     let set = topics.borrow_and_update().clone();
-                    self.resubscribe(set).await;
+                    self.set_sources(set).await;
                 }
+                Some((p, id, result)) = self.restored_rx.recv() => self.restored(p, id, result).await,
                 () = &mut rewind => {
                     rewind.set(signals.rewind.notified());
                     self.rewind().await;
@@ -83,22 +134,177 @@ impl Conductor {
         self.consumer
     }
 
-    async fn resubscribe(&mut self, topics: BTreeSet<String>) {
-        if topics == self.subscribed || topics.is_empty() {
+    /// Takes the set of topics agents read: new ones are created, and their partitions of
+    /// the active tasks assigned.
+    async fn set_sources(&mut self, topics: BTreeSet<String>) {
+        let new: Vec<String> = topics
+            .iter()
+            .filter(|t| !self.sources.contains_key(*t))
+            .cloned()
+            .collect();
+        if new.is_empty() {
             return;
         }
-        if let Err(err) = self.creator.ensure(topics.iter()).await {
+        if let Err(err) = self.creator.ensure(new.iter()).await {
             self.rt.fail(err);
             return;
         }
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        match self.consumer.subscribe(&names) {
-            Ok(()) => {
-                tracing::info!(topics = ?names, "subscribed");
-                self.subscribed = topics;
+        let counts = match self.creator.partition_counts(new.iter()).await {
+            Ok(c) => c,
+            Err(err) => {
+                self.rt.fail(err);
+                return;
             }
-            Err(err) => self.rt.fail(err.into()),
+        };
+        let mut tpl = TopicPartitionList::new();
+        for t in new {
+            let n = counts
+                .get(&t)
+                .copied()
+                .unwrap_or(self.rt.settings.topic_partitions);
+            if n > self.rt.tasks {
+                tracing::warn!(topic = %t, partitions = n, tasks = self.rt.tasks, "the topic has more partitions than the app has tasks: the extra ones are not consumed");
+            }
+            for (p, task) in &self.tasks {
+                if matches!(task, Task::Active) && *p < n {
+                    tpl.add(&t, *p, Offset::Invalid);
+                }
+            }
+            tracing::info!(topic = %t, partitions = n, "consuming");
+            self.sources.insert(t, n);
         }
+        if !tpl.is_empty() {
+            if let Err(err) = self.consumer.incremental_assign(&tpl) {
+                self.rt.fail(err.into());
+            }
+        }
+    }
+
+    /// The source partitions of task `p`.
+    fn task_partitions(&self, p: i32) -> Vec<(String, i32)> {
+        self.sources
+            .iter()
+            .filter(|(_, n)| p < **n)
+            .map(|(t, _)| (t.clone(), p))
+            .collect()
+    }
+
+    /// Starts restoring task `p`'s tables; it becomes active when done.
+    fn start_restore(&mut self, p: i32, after: Duration) {
+        self.restores += 1;
+        let id = self.restores;
+        let rt = self.rt.clone();
+        let tx = self.restored_tx.clone();
+        let handle = tokio::spawn(async move {
+            if !after.is_zero() {
+                tokio::time::sleep(after).await;
+            }
+            let result = match &rt.recovery {
+                Some(r) => r.restore(p).await,
+                None => Ok(Restored::default()),
+            };
+            let _ = tx.send((p, id, result));
+        })
+        .abort_handle();
+        self.tasks.insert(p, Task::Restoring { id, handle });
+    }
+
+    /// A restore ended: the task's partitions are assigned, from the position its tables
+    /// correspond to.
+    async fn restored(&mut self, p: i32, id: u64, result: crate::error::Result<Restored>) {
+        if !matches!(self.tasks.get(&p), Some(Task::Restoring { id: current, .. }) if *current == id)
+        {
+            return;
+        }
+        let restored = match result {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::error!(partition = p, %err, "restoring tables failed; trying again");
+                self.start_restore(p, RESTORE_RETRY);
+                return;
+            }
+        };
+        let sources: Vec<(String, i32, i64)> = restored
+            .sources
+            .iter()
+            .map(|((t, sp), o)| (t.clone(), *sp, *o))
+            .collect();
+        for table in &restored.unfinished {
+            tracing::info!(
+                table,
+                partition = p,
+                "the changelog ends with an unfinished flush: marking it aborted"
+            );
+            if let Err(err) = self
+                .rt
+                .tables
+                .abort(&self.rt.producer, table, p, sources.clone())
+                .await
+            {
+                tracing::error!(partition = p, %err, "writing an abort marker failed; restoring again");
+                self.start_restore(p, RESTORE_RETRY);
+                return;
+            }
+        }
+        // The tables' position wins over the group's committed offset when it is ahead
+        // (a flush was delivered but its commit was not).
+        let mut at: HashMap<(String, i32), i64> = HashMap::new();
+        let mut ask = TopicPartitionList::new();
+        for (t, sp) in self.task_partitions(p) {
+            if let Some(o) = restored.sources.get(&(t.clone(), sp)) {
+                ask.add(&t, sp, Offset::Invalid);
+                at.insert((t, sp), *o);
+            }
+        }
+        if !ask.is_empty() {
+            match self.consumer.committed(&ask, COMMITTED_TIMEOUT).await {
+                Ok(committed) => {
+                    for tp in committed.iter() {
+                        if let (Offset::At(c), Some(o)) =
+                            (tp.offset, at.get_mut(&(tp.topic.clone(), tp.partition)))
+                        {
+                            *o = (*o).max(c);
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(partition = p, %err, "no committed offsets; restoring again");
+                    self.start_restore(p, RESTORE_RETRY);
+                    return;
+                }
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, sp) in self.task_partitions(p) {
+            let offset = at
+                .get(&(t.clone(), sp))
+                .map_or(Offset::Invalid, |o| Offset::At(*o));
+            tpl.add(&t, sp, offset);
+        }
+        if !tpl.is_empty() {
+            if let Err(err) = self.consumer.incremental_assign(&tpl) {
+                tracing::error!(partition = p, %err, "assigning the task's partitions failed");
+                self.rt.fail(err.into());
+                return;
+            }
+        }
+        tracing::info!(
+            task = p,
+            partitions = tpl.len(),
+            records = restored.records,
+            "task active"
+        );
+        self.tasks.insert(p, Task::Active);
+        self.rt.on_tasks_changed(&self.active_tasks());
+    }
+
+    /// The tasks this worker processes.
+    fn active_tasks(&self) -> BTreeSet<i32> {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| matches!(t, Task::Active))
+            .map(|(p, _)| *p)
+            .collect()
     }
 
     fn senders(&mut self, topic: &str) -> Arc<[Route]> {
@@ -259,24 +465,70 @@ impl Conductor {
     }
 
     async fn rebalance(&mut self, r: Rebalance) {
-        tracing::info!(kind = ?r.kind(), partitions = ?r.partitions(), "rebalance");
-        if r.kind() == RebalanceKind::Revoke {
-            self.last = None;
-            let mut parts = Vec::new();
-            for tp in r.partitions() {
-                let removed = self
-                    .partitions
-                    .get_mut(&tp.topic)
-                    .and_then(|m| m.remove(&tp.partition));
-                if let Some(p) = removed {
-                    p.close();
-                    parts.push(p);
+        tracing::info!(kind = ?r.kind(), partitions = ?r.partitions(), lost = r.is_lost(), "rebalance");
+        let tasks: Vec<i32> = r
+            .partitions()
+            .iter()
+            .filter(|tp| tp.topic == self.tasks_topic)
+            .map(|tp| tp.partition)
+            .collect();
+        if r.kind() == RebalanceKind::Assign {
+            if let Err(err) = r.complete() {
+                tracing::error!(%err, "applying the rebalance failed");
+            }
+            for p in tasks {
+                if !self.tasks.contains_key(&p) {
+                    self.start_restore(p, Duration::ZERO);
                 }
             }
-            self.rt.drain(&parts, REVOKE_WAIT).await;
-            if !r.is_lost() {
-                self.rt.commit(Some(&parts)).await;
+            self.rt.on_tasks_changed(&self.active_tasks());
+            return;
+        }
+        // Revoke: stop handing out the tasks' records, let the events in progress finish,
+        // flush the tables and commit, then give the tasks back.
+        let mut tpl = TopicPartitionList::new();
+        for p in &tasks {
+            match self.tasks.remove(p) {
+                Some(Task::Restoring { handle, .. }) => handle.abort(),
+                Some(Task::Active) => {
+                    for (t, sp) in self.task_partitions(*p) {
+                        tpl.add(&t, sp, Offset::Invalid);
+                    }
+                }
+                None => {}
             }
+        }
+        if !tpl.is_empty() {
+            if let Err(err) = self.consumer.incremental_unassign(&tpl) {
+                tracing::error!(%err, "unassigning the revoked tasks' partitions failed");
+            }
+        }
+        self.last = None;
+        let mut parts = Vec::new();
+        for tp in tpl.iter() {
+            let removed = self
+                .partitions
+                .get_mut(&tp.topic)
+                .and_then(|m| m.remove(&tp.partition));
+            if let Some(p) = removed {
+                p.close();
+                parts.push(p);
+            }
+        }
+        self.rt.drain(&parts, REVOKE_WAIT).await;
+        if r.is_lost() {
+            // Another member may own them already: their pending table writes must not
+            // reach the changelogs; the events that made them are consumed again there.
+            for p in &tasks {
+                self.rt.tables.discard(*p);
+            }
+        } else {
+            self.rt.commit_tasks(&parts, &tasks).await;
+        }
+        for p in &tasks {
+            self.rt.tables.forget(*p);
+        }
+        {
             let mut map = self.rt.partitions.lock().unwrap_or_else(|e| e.into_inner());
             let mut committed = self.rt.committed.lock().unwrap_or_else(|e| e.into_inner());
             for p in &parts {
@@ -288,6 +540,7 @@ impl Conductor {
         if let Err(err) = r.complete() {
             tracing::error!(%err, "applying the rebalance failed");
         }
+        self.rt.on_tasks_changed(&self.active_tasks());
     }
 
     /// Rewinds partitions whose processing failed to their commit point.

@@ -49,6 +49,17 @@ pub enum Error {
         /// The codec's error.
         reason: String,
     },
+    /// A table operation failed (a key too long, an absent key without default, ...).
+    #[error("table {table}: {reason}")]
+    Table {
+        /// The table.
+        table: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The table store (LMDB) failed.
+    #[error("table store: {0}")]
+    Store(String),
     /// An I/O error (web server, data directory).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

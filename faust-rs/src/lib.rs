@@ -29,7 +29,8 @@
 //!     app.main() // `worker`, `send`, `status`, `ping`, `agents`, `tables`
 //! }
 //! ```
-#![forbid(unsafe_code)]
+// `unsafe` is denied everywhere but in the one call that opens LMDB (`table::store`).
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod acks;
@@ -38,6 +39,7 @@ mod app;
 #[doc(hidden)]
 pub mod cli;
 mod conductor;
+mod current;
 mod event;
 mod runtime;
 mod sources;
@@ -49,6 +51,7 @@ pub mod error;
 pub mod sensor;
 pub mod settings;
 pub mod stream;
+pub mod table;
 pub mod topic;
 pub mod web;
 
@@ -58,6 +61,7 @@ pub use error::{AgentError, AgentResult, Error, Result};
 pub use event::{Ack, Event};
 pub use settings::Settings;
 pub use stream::Stream;
+pub use table::Table;
 pub use topic::Topic;
 pub use worker::Worker;
 

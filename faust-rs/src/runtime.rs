@@ -1,6 +1,6 @@
 //! The state of a running worker, shared by its tasks.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -14,6 +14,8 @@ use crate::event::Inbound;
 use crate::sensor::Monitor;
 use crate::settings::{DecodeErrorPolicy, Settings};
 use crate::sources::Sources;
+use crate::table::recovery::Recovery;
+use crate::table::tables::{Pending, Tables};
 
 /// Partition key: (topic, partition).
 pub(crate) type Tp = (Arc<str>, i32);
@@ -23,7 +25,7 @@ pub(crate) struct Runtime {
     pub(crate) settings: Settings,
     pub(crate) producer: Producer,
     pub(crate) sources: Sources,
-    pub(crate) monitor: Monitor,
+    pub(crate) monitor: Arc<Monitor>,
     pub(crate) signals: Arc<AckSignals>,
     pub(crate) partitions: Mutex<HashMap<Tp, Arc<PartitionAcks>>>,
     pub(crate) committed: Mutex<HashMap<Tp, i64>>,
@@ -35,6 +37,16 @@ pub(crate) struct Runtime {
     pub(crate) bootstrap: String,
     /// The embedded broker, when no broker was configured.
     pub(crate) embedded: Option<Arc<MockCluster>>,
+    /// The app's tables.
+    pub(crate) tables: Tables,
+    /// Reads changelogs (when the app has tables).
+    pub(crate) recovery: Option<Recovery>,
+    /// The number of tasks (partitions of the tasks topic).
+    pub(crate) tasks: i32,
+    /// The tasks this worker processes.
+    pub(crate) active: tokio::sync::watch::Sender<BTreeSet<i32>>,
+    /// One commit (and table flush) at a time.
+    pub(crate) commit_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -155,36 +167,115 @@ impl Runtime {
             .collect()
     }
 
-    /// Commits the commit point of every partition that moved (or only of `only`).
+    /// The tasks this worker processes changed.
+    pub(crate) fn on_tasks_changed(&self, active: &BTreeSet<i32>) {
+        self.active.send_if_modified(|a| {
+            if a == active {
+                return false;
+            }
+            *a = active.clone();
+            true
+        });
+    }
+
+    /// Commits the commit point of every partition that moved (or only of `only`), after
+    /// flushing the tables.
     pub(crate) async fn commit(&self, only: Option<&[Arc<PartitionAcks>]>) {
         let candidates: Vec<Arc<PartitionAcks>> = match only {
             Some(list) => list.to_vec(),
             None => self.all_partitions(),
         };
+        let mut flush: BTreeSet<i32> = candidates.iter().map(|p| p.partition).collect();
+        if only.is_none() {
+            flush.extend(self.tables.dirty_partitions());
+        }
+        self.commit_inner(candidates, flush).await;
+    }
+
+    /// Commits revoked partitions, flushing their tasks' tables.
+    pub(crate) async fn commit_tasks(&self, parts: &[Arc<PartitionAcks>], tasks: &[i32]) {
+        self.commit_inner(parts.to_vec(), tasks.iter().copied().collect())
+            .await;
+    }
+
+    async fn commit_inner(&self, candidates: Vec<Arc<PartitionAcks>>, flush: BTreeSet<i32>) {
+        let _serial = self.commit_lock.lock().await;
+        let started = Instant::now();
+        let mut by_partition: BTreeMap<i32, Vec<Arc<PartitionAcks>>> = BTreeMap::new();
+        for p in candidates {
+            by_partition.entry(p.partition).or_default().push(p);
+        }
+        let mut points: Vec<(Tp, i64)> = Vec::new();
+        if self.tables.is_empty() {
+            for p in by_partition.values().flatten() {
+                if let Some(point) = p.commit_point() {
+                    points.push(((p.topic.clone(), p.partition), point));
+                }
+            }
+        } else {
+            let mut pending = Vec::new();
+            for n in flush {
+                let parts = by_partition.remove(&n).unwrap_or_default();
+                // Under the partition's gate, no agent is inside an event of it: the
+                // commit points and the pending writes agree.
+                let (sources, changes) = self
+                    .tables
+                    .exclusive(n, || {
+                        let sources: Vec<(String, i32, i64)> = parts
+                            .iter()
+                            .filter_map(|p| {
+                                p.commit_point()
+                                    .map(|point| (p.topic.to_string(), p.partition, point))
+                            })
+                            .collect();
+                        (sources, self.tables.begin(n))
+                    })
+                    .await;
+                let changes = match changes {
+                    Ok(c) => c,
+                    Err(err) => {
+                        self.fail(err);
+                        return;
+                    }
+                };
+                for (t, p, o) in &sources {
+                    points.push(((Arc::from(t.as_str()), *p), *o));
+                }
+                pending.push(Pending {
+                    partition: n,
+                    sources,
+                    changes,
+                });
+            }
+            let records: usize = pending
+                .iter()
+                .flat_map(|p| p.changes.iter().map(|(_, c)| c.len()))
+                .sum();
+            if let Err(err) = self.tables.flush(&self.producer, pending).await {
+                tracing::warn!(%err, "flushing tables failed; offsets not committed, will retry");
+                return;
+            }
+            self.monitor.on_changelog(records as u64);
+        }
         let mut tpl = TopicPartitionList::new();
-        let mut points = Vec::new();
+        let mut moved = Vec::new();
         {
             let committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
-            for p in &candidates {
-                let Some(point) = p.commit_point() else {
-                    continue;
-                };
-                let key = (p.topic.clone(), p.partition);
+            for (key, point) in points {
                 if committed.get(&key) != Some(&point) {
-                    tpl.add(&p.topic, p.partition, Offset::At(point));
-                    points.push((key, point));
+                    tpl.add(&key.0, key.1, Offset::At(point));
+                    moved.push((key, point));
                 }
             }
         }
         if tpl.is_empty() {
             return;
         }
-        let started = Instant::now();
         match self.commits.commit(&tpl).await {
             Ok(()) => {
                 self.monitor.on_commit(started.elapsed());
                 let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
-                for (key, point) in points {
+                for (key, point) in moved {
                     committed.insert(key, point);
                 }
                 tracing::debug!(?tpl, "committed");

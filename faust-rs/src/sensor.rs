@@ -63,6 +63,8 @@ pub struct Monitor {
     agent_failures: AtomicU64,
     agent_restarts: AtomicU64,
     send_errors: AtomicU64,
+    recovered: AtomicU64,
+    changelog_records: AtomicU64,
     commit: Latency,
     send: Latency,
     through: Latency,
@@ -80,6 +82,8 @@ impl Default for Monitor {
             agent_failures: AtomicU64::new(0),
             agent_restarts: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
+            changelog_records: AtomicU64::new(0),
             commit: Latency::default(),
             send: Latency::default(),
             through: Latency::default(),
@@ -142,7 +146,11 @@ pub struct MonitorSnapshot {
     pub agent_restarts: u64,
     /// Sends that failed.
     pub send_errors: u64,
-    /// Commit latency.
+    /// Changelog records applied to tables by recovery and standby replicas.
+    pub recovered_records: u64,
+    /// Changelog records written by table flushes.
+    pub changelog_records: u64,
+    /// Commit latency (including the flush of tables).
     pub commit: LatencySnapshot,
     /// `Topic::send` enqueue latency.
     pub send: LatencySnapshot,
@@ -184,6 +192,14 @@ impl Monitor {
         }
     }
 
+    pub(crate) fn on_recovered(&self, n: u64) {
+        self.recovered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn on_changelog(&self, n: u64) {
+        self.changelog_records.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn on_commit(&self, d: Duration) {
         self.commit.record(d);
     }
@@ -207,6 +223,8 @@ impl Monitor {
             agent_failures: self.agent_failures.load(Ordering::Relaxed),
             agent_restarts: self.agent_restarts.load(Ordering::Relaxed),
             send_errors: self.send_errors.load(Ordering::Relaxed),
+            recovered_records: self.recovered.load(Ordering::Relaxed),
+            changelog_records: self.changelog_records.load(Ordering::Relaxed),
             commit: self.commit.snapshot(),
             send: self.send.snapshot(),
             through: self.through.snapshot(),

@@ -115,6 +115,12 @@ pub struct Settings {
     pub stream_buffer: usize,
     /// How long a graceful shutdown waits for in-flight events.
     pub shutdown_timeout: Duration,
+    /// Standby copies of each table partition kept by other workers
+    /// (`FAUST_TABLE_STANDBY_REPLICAS`), default 1.
+    pub table_standby_replicas: usize,
+    /// The size LMDB may map for tables (`FAUST_TABLE_MAP_SIZE`, bytes), default 4 GiB
+    /// (address space, not disk: the file grows as needed).
+    pub table_map_size: usize,
     /// Extra librdkafka properties for every client (`FAUST_KAFKA_<PROPERTY>` with dots as
     /// underscores, e.g. `FAUST_KAFKA_SESSION_TIMEOUT_MS`).
     pub kafka: BTreeMap<String, String>,
@@ -139,6 +145,8 @@ impl Settings {
             agent_failure_policy: AgentFailurePolicy::default(),
             stream_buffer: 4096,
             shutdown_timeout: Duration::from_secs(30),
+            table_standby_replicas: 1,
+            table_map_size: 4 << 30,
             kafka: BTreeMap::new(),
         }
     }
@@ -156,6 +164,12 @@ impl Settings {
             match key {
                 "BROKER" => self.broker = Broker::parse(&value)?,
                 "DATADIR" => self.datadir = PathBuf::from(&value),
+                "TABLE_STANDBY_REPLICAS" => {
+                    self.table_standby_replicas = value.parse().map_err(|e| bad(format!("{e}")))?
+                }
+                "TABLE_MAP_SIZE" => {
+                    self.table_map_size = value.parse().map_err(|e| bad(format!("{e}")))?
+                }
                 "WEB_PORT" => self.web_port = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "WEB_BIND" => self.web_bind = value.parse().map_err(|e| bad(format!("{e}")))?,
                 "WITHOUT_WEB" => self.web_enabled = !truthy(&value),

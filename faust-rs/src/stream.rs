@@ -90,6 +90,8 @@ impl Drop for StreamCtx {
 pub struct Stream<K, V> {
     inner: BoxStream<Event<K, V>>,
     current: Origin,
+    /// The table gates of the current event's partitions (see `table::tables`).
+    permits: Vec<tokio::sync::OwnedRwLockReadGuard<()>>,
     pub(crate) ctx: Arc<StreamCtx>,
 }
 
@@ -112,6 +114,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         Self {
             inner,
             current: Origin::default(),
+            permits: Vec::new(),
             ctx,
         }
     }
@@ -201,11 +204,44 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
     ///
     /// Cancel safety: cancel safe.
     pub async fn next_item(&mut self) -> Option<(Option<K>, V)> {
-        self.current = Origin::default();
+        self.release();
         let event = self.inner.next().await?;
         let (key, value, ack) = event.into_parts();
         self.current = ack.0;
+        self.enter().await;
         Some((key, value))
+    }
+
+    /// Acknowledges the current event, then leaves its partitions.
+    fn release(&mut self) {
+        self.current = Origin::default();
+        self.permits.clear();
+        crate::current::set_partition(None);
+    }
+
+    /// Enters the current event's partitions: table writes go to its partition, and a
+    /// table flush waits until the agent is done with it.
+    async fn enter(&mut self) {
+        let Some(first) = self.current.first() else {
+            return;
+        };
+        crate::current::set_partition(Some(first.message.partition()));
+        let Ok(rt) = self.ctx.app.runtime() else {
+            return;
+        };
+        if rt.tables.is_empty() {
+            return;
+        }
+        let mut partitions = Vec::with_capacity(1);
+        self.current
+            .for_each(|i| partitions.push(i.message.partition()));
+        partitions.sort_unstable();
+        partitions.dedup();
+        for p in partitions {
+            if let Some(permit) = rt.tables.enter(p).await {
+                self.permits.push(permit);
+            }
+        }
     }
 
     /// The next whole event. It is acknowledged when it was dropped *and* the stream was
@@ -214,9 +250,10 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
     ///
     /// Cancel safety: cancel safe.
     pub async fn next_event(&mut self) -> Option<Event<K, V>> {
-        self.current = Origin::default();
+        self.release();
         let event = self.inner.next().await?;
         self.current = event.origin.clone();
+        self.enter().await;
         Some(event)
     }
 

@@ -23,14 +23,17 @@ pub(crate) enum Cluster {
 /// Creates the app's topics once each.
 pub(crate) struct TopicCreator {
     cluster: Cluster,
+    /// Asks for metadata (partition counts), whatever the cluster.
+    metadata: Admin,
     app: App,
     created: BTreeSet<String>,
 }
 
 impl TopicCreator {
-    pub(crate) fn new(cluster: Cluster, app: App) -> Self {
+    pub(crate) fn new(cluster: Cluster, metadata: Admin, app: App) -> Self {
         Self {
             cluster,
+            metadata,
             app,
             created: BTreeSet::new(),
         }
@@ -110,6 +113,26 @@ impl TopicCreator {
         }
         self.created.extend(todo.into_iter().map(|(n, _)| n));
         Ok(())
+    }
+}
+
+impl TopicCreator {
+    /// The partition counts of `names` (topics the cluster does not know are left out).
+    pub(crate) async fn partition_counts(
+        &self,
+        names: impl Iterator<Item = &String>,
+    ) -> Result<std::collections::HashMap<String, i32>> {
+        let wanted: BTreeSet<&String> = names.collect();
+        let md = self.metadata.metadata(None, METADATA_TIMEOUT).await?;
+        Ok(md
+            .topics
+            .into_iter()
+            .filter(|t| wanted.contains(&t.name) && t.error.is_none() && !t.partitions.is_empty())
+            .map(|t| {
+                let n = t.partitions.len() as i32;
+                (t.name, n)
+            })
+            .collect())
     }
 }
 

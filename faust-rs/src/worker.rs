@@ -1,5 +1,6 @@
 //! The worker: runs an app's agents, timers and tasks against Kafka until stopped.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,9 @@ use crate::sensor::Monitor;
 use crate::settings::{AgentFailurePolicy, Broker, DecodeErrorPolicy};
 use crate::sources::Sources;
 use crate::stream::StreamCtx;
+use crate::table::recovery::Recovery;
+use crate::table::store::Store;
+use crate::table::tables::Tables;
 use crate::topic::TopicSpec;
 use crate::topics::{Cluster, TopicCreator};
 
@@ -123,6 +127,7 @@ impl App {
         let mut consumer_config = base
             .clone()
             .group_id(&settings.id)
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .enable_auto_commit(false)
             .enable_auto_offset_store(false)
             .auto_offset_reset(OffsetReset::Earliest);
@@ -134,6 +139,9 @@ impl App {
         }
         let producer = Producer::new(
             base.clone()
+                // Kafka's default partitioner (as the Java client and Faust): table
+                // partitions are computed the same way.
+                .set("partitioner", "murmur2_random")
                 .compression(Compression::Lz4)
                 .linger(Duration::from_millis(5))
                 .set("enable.idempotence", "true"),
@@ -143,6 +151,7 @@ impl App {
             Some(c) => Cluster::Embedded(c.clone()),
             None => Cluster::Kafka(Admin::new(base.clone())?),
         };
+        let metadata = Admin::new(base.clone())?;
         if let DecodeErrorPolicy::DeadLetter(topic) = &settings.decode_error_policy {
             // Created like the app's other topics, not left to broker auto-creation.
             self.declare_topic(TopicSpec {
@@ -151,16 +160,85 @@ impl App {
                 internal: false,
             });
         }
-        let mut creator = TopicCreator::new(cluster, self.clone());
+        let cores = self.registry().tables.clone();
+        for t in &cores {
+            let n = t.declared_partitions().unwrap_or(settings.topic_partitions);
+            t.resolve(n);
+            self.declare_topic(TopicSpec {
+                name: t.changelog().to_owned(),
+                partitions: Some(n),
+                internal: true,
+            });
+        }
+        let mut creator = TopicCreator::new(cluster, metadata, self.clone());
         let declared: Vec<String> = self.topics().into_iter().map(|t| t.name).collect();
         creator.ensure(declared.iter()).await?;
+        // One task per partition number of the largest topic or table.
+        let tasks_topic = format!("{}-__assignor", settings.id);
+        let mut names = declared.clone();
+        names.push(tasks_topic.clone());
+        let counts = creator.partition_counts(names.iter()).await?;
+        let needed = counts
+            .iter()
+            .filter(|(name, _)| **name != tasks_topic)
+            .map(|(_, n)| *n)
+            .chain(cores.iter().map(|t| t.partitions()))
+            .chain(std::iter::once(settings.topic_partitions))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let tasks = match counts.get(&tasks_topic) {
+            Some(existing) => {
+                if *existing < needed {
+                    tracing::warn!(topic = %tasks_topic, partitions = existing, needed, "the tasks topic has fewer partitions than the app's topics: partitions from {existing} on are not consumed");
+                }
+                *existing
+            }
+            None => needed,
+        };
+        self.declare_topic(TopicSpec {
+            name: tasks_topic.clone(),
+            partitions: Some(tasks),
+            internal: true,
+        });
+        creator.ensure(std::iter::once(&tasks_topic)).await?;
+        let store = if cores.is_empty() {
+            None
+        } else {
+            let store = Store::open(
+                &settings.datadir,
+                settings.table_map_size,
+                embedded.is_some(),
+            )?;
+            for t in &cores {
+                store.ensure(t.name())?;
+            }
+            Some(store)
+        };
+        let monitor = Arc::new(Monitor::default());
+        let recovery = if cores.is_empty() {
+            None
+        } else {
+            let reader = Consumer::new(
+                base.clone()
+                    .group_id(format!("{}-__reader", settings.id))
+                    .enable_auto_commit(false)
+                    .auto_offset_reset(OffsetReset::Earliest),
+            )?;
+            Some(Recovery::start(
+                reader,
+                store.clone().expect("tables have a store"),
+                cores.clone(),
+                monitor.clone(),
+            ))
+        };
 
         let rt = Arc::new(Runtime {
             commits: consumer.commit_handle(),
             settings: settings.clone(),
             producer,
             sources: Sources::default(),
-            monitor: Monitor::default(),
+            monitor: monitor.clone(),
             signals: Arc::new(AckSignals::new(settings.commit_every)),
             partitions: Mutex::default(),
             committed: Mutex::default(),
@@ -168,6 +246,11 @@ impl App {
             fatal: Mutex::new(None),
             bootstrap,
             embedded,
+            tables: Tables::new(cores.clone(), store, tasks),
+            recovery,
+            tasks,
+            active: tokio::sync::watch::channel(BTreeSet::new()).0,
+            commit_lock: tokio::sync::Mutex::new(()),
         });
         if self.inner.runtime.set(rt.clone()).is_err() {
             return Err(Error::Lifecycle("this app already started a worker".into()));
@@ -200,7 +283,12 @@ impl App {
         };
 
         let app = self.clone();
-        let conductor = Conductor::new(rt.clone(), consumer, creator);
+        if let Some(r) = &rt.recovery {
+            if cores.iter().any(|c| c.is_global()) {
+                r.globals().await?;
+            }
+        }
+        let conductor = Conductor::new(rt.clone(), consumer, creator, tasks_topic);
         let done = tokio::spawn(run(app, rt.clone(), conductor, agents, timers, tasks, web));
         Ok(Worker {
             app: self.clone(),
@@ -260,9 +348,11 @@ async fn run(
             }
         });
     }
-    {
+    // The committer is not aborted at shutdown: a flush cut in the middle would leave
+    // delivered changelog records out of LMDB.
+    let committer = {
         let rt = rt.clone();
-        side.spawn(async move {
+        tokio::spawn(async move {
             loop {
                 tokio::select! {
                     () = rt.stopping.cancelled() => break,
@@ -271,8 +361,8 @@ async fn run(
                 }
                 rt.commit(None).await;
             }
-        });
-    }
+        })
+    };
     let web_stop = CancellationToken::new();
     let web_task = web.map(|(listener, _)| {
         let router = crate::web::router(app.clone(), rt.clone());
@@ -291,6 +381,7 @@ async fn run(
     tracing::info!("stopping: finishing events in progress");
     let started = Instant::now();
     side.abort_all();
+    let _ = committer.await;
     // Stop taking events: records still queued for agents are discarded (not acknowledged:
     // they are consumed again after a restart); events in progress finish.
     let partitions = rt.all_partitions();
@@ -327,6 +418,13 @@ async fn run(
         tracing::warn!(%err, "closing the consumer");
     }
     drop(consumer);
+    if let Some(r) = &rt.recovery {
+        r.stop().await;
+    }
+    if let Some(store) = rt.tables.store.clone() {
+        // Releases the data directory (the app may start another worker on it).
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
     web_stop.cancel();
     if let Some(t) = web_task {
         let _ = t.await;
@@ -371,7 +469,9 @@ async fn supervise(app: App, rt: Arc<Runtime>, agent: Arc<dyn AgentRun>, instanc
     loop {
         let ctx = StreamCtx::new(app.clone(), name.clone(), agent.concurrency());
         let started = Instant::now();
-        let mut run = Box::pin(AssertUnwindSafe(agent.run(ctx.clone())).catch_unwind());
+        let mut run = Box::pin(
+            AssertUnwindSafe(crate::current::scope(agent.run(ctx.clone()))).catch_unwind(),
+        );
         // Declared after `run`, so dropped before it when this task is cancelled (the
         // shutdown timeout): the events the instance holds then fail as they drop.
         let cancelled = FailOnDrop(Some(ctx.failed.clone()));

@@ -318,6 +318,15 @@ impl TestBroker {
         self.listener.bootstrap_servers()
     }
 
+    /// Makes app `id`'s tasks topic with `tasks` partitions (the mock has no
+    /// CreateTopics); returns `id`.
+    pub fn app<'a>(&self, id: &'a str, tasks: i32) -> &'a str {
+        let _ = self
+            .cluster
+            .create_topic(&format!("{id}-__assignor"), tasks, 1);
+        id
+    }
+
     pub fn cluster(&self) -> &MockCluster {
         &self.cluster
     }

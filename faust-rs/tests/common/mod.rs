@@ -62,6 +62,8 @@ where
 /// A Kafka cluster for one test: librdkafka's mock cluster with one broker.
 pub(crate) struct Broker {
     pub(crate) cluster: MockCluster,
+    /// The most partitions of a topic made so far (the tasks topic of apps gets as many).
+    max_partitions: std::sync::atomic::AtomicI32,
 }
 
 impl Broker {
@@ -69,6 +71,7 @@ impl Broker {
         init_tracing();
         Self {
             cluster: MockCluster::new(1).expect("mock cluster"),
+            max_partitions: std::sync::atomic::AtomicI32::new(1),
         }
     }
 
@@ -81,11 +84,20 @@ impl Broker {
         self.cluster
             .create_topic(name, partitions, 1)
             .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+        self.max_partitions
+            .fetch_max(partitions, std::sync::atomic::Ordering::Relaxed);
         self
     }
 
-    /// An app on this broker (see [`app`]).
+    /// An app on this broker (see [`app`]), with its tasks topic made (the mock has no
+    /// CreateTopics), with as many partitions as the largest topic made so far.
     pub(crate) fn app(&self, id: &str) -> App {
+        let tasks = self
+            .max_partitions
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let _ = self
+            .cluster
+            .create_topic(&format!("{id}-__assignor"), tasks, 1);
         app(id, &self.bootstrap())
     }
 }
@@ -186,6 +198,8 @@ impl RawProducer {
             Producer::new(
                 ClientConfig::new()
                     .bootstrap_servers(bootstrap)
+                    // Kafka's default partitioner, as the app's producer and tables use.
+                    .set("partitioner", "murmur2_random")
                     .compression(Compression::Lz4)
                     .linger(Duration::from_millis(5))
                     .set("enable.idempotence", "true"),
