@@ -38,7 +38,12 @@ pub(crate) struct Registry {
     pub(crate) timers: Vec<TimerDef>,
     pub(crate) tasks: Vec<TaskDef>,
     pub(crate) tables: Vec<Arc<dyn TableCore>>,
+    pub(crate) on_assigned: Vec<PartitionsHook>,
+    pub(crate) on_revoked: Vec<PartitionsHook>,
 }
+
+/// A rebalance listener: called with (topic, partition) pairs.
+pub(crate) type PartitionsHook = Arc<dyn Fn(&[(String, i32)]) + Send + Sync>;
 
 pub(crate) struct AppInner {
     pub(crate) settings: RwLock<Settings>,
@@ -305,6 +310,19 @@ impl App {
             reg.tables.retain(|t| t.name() != table.name());
         }
         reg.tables.push(table);
+    }
+
+    /// Calls `f` with the partitions this worker starts processing (after their tables
+    /// were restored), as Faust's `on_partitions_assigned`.
+    pub fn on_partitions_assigned(&self, f: impl Fn(&[(String, i32)]) + Send + Sync + 'static) {
+        self.registry().on_assigned.push(Arc::new(f));
+    }
+
+    /// Calls `f` with the partitions this worker stops processing (before they are given
+    /// up, after their events in progress finished and their offsets were committed), as
+    /// Faust's `on_partitions_revoked`.
+    pub fn on_partitions_revoked(&self, f: impl Fn(&[(String, i32)]) + Send + Sync + 'static) {
+        self.registry().on_revoked.push(Arc::new(f));
     }
 
     /// Names of the tables, in declaration order.

@@ -176,7 +176,13 @@ impl Conductor {
         if !tpl.is_empty() {
             if let Err(err) = self.consumer.incremental_assign(&tpl) {
                 self.rt.fail(err.into());
+                return;
             }
+            let assigned: Vec<(String, i32)> = tpl
+                .iter()
+                .map(|tp| (tp.topic.clone(), tp.partition))
+                .collect();
+            self.call_hooks(true, &assigned);
         }
     }
 
@@ -294,6 +300,13 @@ impl Conductor {
             records = restored.records,
             "task active"
         );
+        if !tpl.is_empty() {
+            let assigned: Vec<(String, i32)> = tpl
+                .iter()
+                .map(|tp| (tp.topic.clone(), tp.partition))
+                .collect();
+            self.call_hooks(true, &assigned);
+        }
         self.tasks.insert(p, Task::Active);
         self.rt.on_tasks_changed(&self.active_tasks());
     }
@@ -537,10 +550,32 @@ impl Conductor {
                 committed.remove(&key);
             }
         }
+        let revoked: Vec<(String, i32)> = tpl
+            .iter()
+            .map(|tp| (tp.topic.clone(), tp.partition))
+            .collect();
+        if !revoked.is_empty() {
+            self.call_hooks(false, &revoked);
+        }
         if let Err(err) = r.complete() {
             tracing::error!(%err, "applying the rebalance failed");
         }
         self.rt.on_tasks_changed(&self.active_tasks());
+    }
+
+    /// Runs the app's rebalance listeners (a panic is logged, not propagated).
+    fn call_hooks(&self, assigned: bool, partitions: &[(String, i32)]) {
+        let hooks = if assigned {
+            &self.rt.hooks.0
+        } else {
+            &self.rt.hooks.1
+        };
+        for hook in hooks {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(partitions))).is_err()
+            {
+                tracing::error!(assigned, "a rebalance listener panicked");
+            }
+        }
     }
 
     /// Rewinds partitions whose processing failed to their commit point.

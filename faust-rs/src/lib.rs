@@ -38,6 +38,7 @@ mod agent;
 mod app;
 #[doc(hidden)]
 pub mod cli;
+pub mod cluster;
 mod conductor;
 mod current;
 mod event;

@@ -45,6 +45,13 @@ pub(crate) struct Runtime {
     pub(crate) tasks: i32,
     /// The tasks this worker processes.
     pub(crate) active: tokio::sync::watch::Sender<BTreeSet<i32>>,
+    /// The cluster map service (apps with tables).
+    pub(crate) cluster: Mutex<Option<crate::cluster::ClusterService>>,
+    /// The app's rebalance listeners: (assigned, revoked).
+    pub(crate) hooks: (
+        Vec<crate::app::PartitionsHook>,
+        Vec<crate::app::PartitionsHook>,
+    ),
     /// One commit (and table flush) at a time.
     pub(crate) commit_lock: tokio::sync::Mutex<()>,
 }

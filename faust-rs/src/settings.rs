@@ -115,6 +115,9 @@ pub struct Settings {
     pub stream_buffer: usize,
     /// How long a graceful shutdown waits for in-flight events.
     pub shutdown_timeout: Duration,
+    /// The URL other workers use to reach this worker's web server
+    /// (`FAUST_CANONICAL_URL`); default `http://<bind address>:<port>`.
+    pub canonical_url: Option<String>,
     /// Standby copies of each table partition kept by other workers
     /// (`FAUST_TABLE_STANDBY_REPLICAS`), default 1.
     pub table_standby_replicas: usize,
@@ -145,6 +148,7 @@ impl Settings {
             agent_failure_policy: AgentFailurePolicy::default(),
             stream_buffer: 4096,
             shutdown_timeout: Duration::from_secs(30),
+            canonical_url: None,
             table_standby_replicas: 1,
             table_map_size: 4 << 30,
             kafka: BTreeMap::new(),
@@ -164,6 +168,7 @@ impl Settings {
             match key {
                 "BROKER" => self.broker = Broker::parse(&value)?,
                 "DATADIR" => self.datadir = PathBuf::from(&value),
+                "CANONICAL_URL" => self.canonical_url = Some(value.clone()),
                 "TABLE_STANDBY_REPLICAS" => {
                     self.table_standby_replicas = value.parse().map_err(|e| bad(format!("{e}")))?
                 }

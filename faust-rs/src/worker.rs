@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::acks::AckSignals;
 use crate::agent::AgentRun;
 use crate::app::App;
+use crate::cluster::{worker_id, ClusterConfig, ClusterService};
 use crate::conductor::Conductor;
 use crate::error::{Error, Result};
 use crate::runtime::Runtime;
@@ -67,6 +68,31 @@ impl Worker {
     /// The worker's counters.
     pub fn monitor(&self) -> &Monitor {
         &self.rt.monitor
+    }
+
+    /// This worker's view of the cluster map (apps with tables; `None` otherwise).
+    pub fn cluster_map(&self) -> Option<crate::cluster::ClusterMap> {
+        self.rt
+            .cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| c.map.borrow().clone())
+    }
+
+    /// This worker's id in the cluster map (apps with tables).
+    pub fn worker_id(&self) -> Option<String> {
+        self.rt
+            .cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| c.id.clone())
+    }
+
+    /// The tasks (partition numbers) this worker processes.
+    pub fn active_tasks(&self) -> BTreeSet<i32> {
+        self.rt.active.borrow().clone()
     }
 
     /// Starts a graceful stop: no new events are taken, events in progress finish, offsets
@@ -233,6 +259,50 @@ impl App {
             ))
         };
 
+        let web = if settings.web_enabled {
+            let listener =
+                tokio::net::TcpListener::bind((settings.web_bind, settings.web_port)).await?;
+            let addr = listener.local_addr()?;
+            tracing::info!("web server at http://{addr}");
+            Some((listener, addr))
+        } else {
+            None
+        };
+        let web_addr = web.as_ref().map(|(_, a)| *a);
+        let (active_tx, active_rx) = tokio::sync::watch::channel(BTreeSet::new());
+        let cluster = if cores.iter().any(|c| !c.is_global()) {
+            let topic = format!("{}-__cluster", settings.id);
+            self.declare_topic(TopicSpec {
+                name: topic.clone(),
+                partitions: Some(1),
+                internal: true,
+            });
+            creator.ensure(std::iter::once(&topic)).await?;
+            let reader = Consumer::new(
+                base.clone()
+                    .group_id(format!("{}-__cluster-reader", settings.id))
+                    .enable_auto_commit(false),
+            )?;
+            let url = web_addr.map(|a| match &settings.canonical_url {
+                Some(u) => u.clone(),
+                None => format!("http://{a}"),
+            });
+            Some(ClusterService::start(
+                ClusterConfig {
+                    topic,
+                    id: worker_id(),
+                    url,
+                    tasks,
+                    replicas: settings.table_standby_replicas,
+                },
+                reader,
+                producer.clone(),
+                active_rx,
+                recovery.clone(),
+            )?)
+        } else {
+            None
+        };
         let rt = Arc::new(Runtime {
             commits: consumer.commit_handle(),
             settings: settings.clone(),
@@ -249,23 +319,17 @@ impl App {
             tables: Tables::new(cores.clone(), store, tasks),
             recovery,
             tasks,
-            active: tokio::sync::watch::channel(BTreeSet::new()).0,
+            active: active_tx,
+            cluster: Mutex::new(cluster),
+            hooks: {
+                let reg = self.registry();
+                (reg.on_assigned.clone(), reg.on_revoked.clone())
+            },
             commit_lock: tokio::sync::Mutex::new(()),
         });
         if self.inner.runtime.set(rt.clone()).is_err() {
             return Err(Error::Lifecycle("this app already started a worker".into()));
         }
-
-        let web = if settings.web_enabled {
-            let listener =
-                tokio::net::TcpListener::bind((settings.web_bind, settings.web_port)).await?;
-            let addr = listener.local_addr()?;
-            tracing::info!("web server at http://{addr}");
-            Some((listener, addr))
-        } else {
-            None
-        };
-        let web_addr = web.as_ref().map(|(_, a)| *a);
 
         let (agents, timers, tasks) = {
             let reg = self.registry();
@@ -418,6 +482,10 @@ async fn run(
         tracing::warn!(%err, "closing the consumer");
     }
     drop(consumer);
+    let cluster = rt.cluster.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(c) = cluster {
+        c.stop().await;
+    }
     if let Some(r) = &rt.recovery {
         r.stop().await;
     }

@@ -324,6 +324,7 @@ impl TestBroker {
         let _ = self
             .cluster
             .create_topic(&format!("{id}-__assignor"), tasks, 1);
+        let _ = self.cluster.create_topic(&format!("{id}-__cluster"), 1, 1);
         id
     }
 

@@ -448,8 +448,6 @@ pub(crate) trait TableCore: Send + Sync + 'static {
     fn forget(&self, partition: i32);
     /// Drops the pending writes of a partition (it was lost to another worker).
     fn discard(&self, partition: i32);
-    /// Records written since start.
-    fn writes(&self) -> u64;
 }
 
 impl<K, V> TableCore for Core<K, V>
@@ -535,8 +533,5 @@ where
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&partition);
-    }
-    fn writes(&self) -> u64 {
-        self.writes.load(Ordering::Relaxed)
     }
 }

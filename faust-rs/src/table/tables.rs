@@ -1,6 +1,5 @@
 //! The tables of a running worker: their store, the per-partition gates, and flushing.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rdkafka_async::{DeliveryFuture, Producer, Record};
@@ -65,11 +64,6 @@ impl Tables {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.cores.is_empty()
-    }
-
-    /// The partitioned (not global) tables.
-    pub(crate) fn partitioned(&self) -> impl Iterator<Item = &Arc<dyn TableCore>> {
-        self.cores.iter().filter(|c| !c.is_global())
     }
 
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<dyn TableCore>> {
@@ -247,21 +241,5 @@ impl Tables {
                 }),
             }])
             .await
-    }
-
-    /// The source offsets the stored tables of partition `p` correspond to (the lowest per
-    /// source partition if tables disagree).
-    pub(crate) fn stored_sources(&self, p: i32) -> Result<BTreeMap<(String, i32), i64>> {
-        let mut out: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for c in self.partitioned() {
-            if let Some(cp) = self.store()?.checkpoint(c.name(), p)? {
-                for (t, sp, o) in cp.sources {
-                    out.entry((t, sp))
-                        .and_modify(|x| *x = (*x).min(o))
-                        .or_insert(o);
-                }
-            }
-        }
-        Ok(out)
     }
 }

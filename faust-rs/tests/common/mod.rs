@@ -98,6 +98,7 @@ impl Broker {
         let _ = self
             .cluster
             .create_topic(&format!("{id}-__assignor"), tasks, 1);
+        let _ = self.cluster.create_topic(&format!("{id}-__cluster"), 1, 1);
         app(id, &self.bootstrap())
     }
 }
@@ -162,6 +163,8 @@ pub(crate) struct Raw {
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) value: Vec<u8>,
     pub(crate) headers: Vec<(String, Vec<u8>)>,
+    /// The record's timestamp, ms since the epoch (`None`: now).
+    pub(crate) timestamp: Option<i64>,
 }
 
 impl Raw {
@@ -185,6 +188,11 @@ impl Raw {
 
     pub(crate) fn header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub(crate) fn timestamp(mut self, ms: i64) -> Self {
+        self.timestamp = Some(ms);
         self
     }
 }
@@ -221,6 +229,9 @@ impl RawProducer {
             }
             for (name, value) in &r.headers {
                 record = record.header(name, value);
+            }
+            if let Some(ts) = r.timestamp {
+                record = record.timestamp(ts);
             }
             pending.push(self.0.send(record).await.expect("enqueue"));
         }
