@@ -1,16 +1,16 @@
-//! Total amount per user, from JSON events `{"user": "<id>", "amount": <int>}` on the topic
-//! `transactions`.
+//! The sum of amounts per user, in the public table `user_to_amount`, fed by JSON events
+//! `{"user": "<id>", "amount": <int>}` on the topic `transactions`.
 //!
 //! `cargo run --example user_to_amount` runs a short demo on an embedded broker: it sends
-//! 1,000 random transactions and prints each user's total. With arguments it is a normal
-//! faust-rs app: `cargo run --example user_to_amount -- worker` runs a worker (`--help` for
-//! more), and `cargo run --example user_to_amount -- send transactions '{"user": "u1",
-//! "amount": 5}'` feeds it.
+//! 1,000 transactions, waits until the table holds every user's total, and prints it.
+//! With arguments it is a normal faust-rs app: `cargo run --example user_to_amount --
+//! worker` runs a worker (`--help` for more; several workers with the same broker share
+//! the work, each with its own `--datadir`), and `cargo run --example user_to_amount --
+//! send transactions '{"user": "u1", "amount": 5}'` feeds it.
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use faust::App;
+use faust::{App, Table};
 use serde::{Deserialize, Serialize};
 
 /// One transaction.
@@ -20,33 +20,38 @@ struct Transaction {
     amount: i64,
 }
 
-type Totals = Arc<Mutex<BTreeMap<String, i64>>>;
-
-fn app(totals: Totals) -> App {
-    let app = App::new("user-to-amount").topic_partitions(4);
+fn app() -> (App, Table<String, i64>) {
+    let app = App::new("user-to-amount").topic_partitions(8);
     let transactions = app.topic::<String, Transaction>("transactions");
+    let totals = app
+        .table::<String, i64>("user_to_amount")
+        .default(0)
+        .public(true)
+        .help("the sum of amounts per user");
+    let table = totals.clone();
     app.agent("sum", &transactions, move |stream| {
-        let totals = totals.clone();
+        let totals = table.clone();
         async move {
-            // Repartition by user, so that each user's transactions reach one worker.
+            // Repartition by user: each user's transactions reach the worker that owns
+            // the user's partition of the table (whatever key the producer used).
             let mut by_user = stream.group_by(|tx: &Transaction| tx.user.clone(), "by-user");
             while let Some(tx) = by_user.next().await {
-                *totals.lock().unwrap().entry(tx.user).or_default() += tx.amount;
+                totals.update(&tx.user, |total| *total += tx.amount)?;
             }
             Ok(())
         }
     });
-    app
+    (app, totals)
 }
 
 fn main() -> anyhow::Result<()> {
-    let totals = Totals::default();
-    let app = app(totals.clone());
+    let (app, totals) = app();
     if std::env::args().len() > 1 {
         app.main();
     }
     tokio::runtime::Runtime::new()?.block_on(async {
-        let worker = app.without_web().start().await?;
+        let datadir = tempfile::tempdir()?;
+        let worker = app.datadir(datadir.path()).without_web().start().await?;
         println!(
             "worker started on the embedded broker at {}",
             worker.bootstrap_servers()
@@ -72,18 +77,25 @@ fn main() -> anyhow::Result<()> {
         }
         println!("sent 1000 transactions");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while *totals.lock().unwrap() != expected {
+        loop {
+            let mut done = true;
+            for (user, total) in &expected {
+                done &= totals.get(user)? == Some(*total);
+            }
+            if done {
+                break;
+            }
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
-                "totals did not add up in time"
+                "the table did not add up in time"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         println!("{:<6} {:>8}", "user", "total");
-        for (user, total) in totals.lock().unwrap().iter() {
-            println!("{user:<6} {total:>8}");
+        for user in expected.keys() {
+            println!("{user:<6} {:>8}", totals.get_or_default(user)?);
         }
-        println!("all 1000 transactions counted; stopping");
+        println!("all 1000 transactions are in the table user_to_amount; stopping");
         worker.shutdown().await?;
         Ok(())
     })

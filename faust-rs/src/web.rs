@@ -35,6 +35,15 @@ pub struct Status {
     pub partitions: Vec<PartitionStatus>,
     /// Counters.
     pub stats: serde_json::Value,
+    /// The tasks (partition numbers) this worker processes.
+    #[serde(default)]
+    pub active_tasks: Vec<i32>,
+    /// This worker's id in the cluster map (apps with tables).
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// The cluster map as this worker knows it (apps with tables).
+    #[serde(default)]
+    pub cluster: Option<serde_json::Value>,
 }
 
 /// One agent in `/status`.
@@ -121,5 +130,20 @@ async fn status(State(s): State<WebState>) -> Json<Status> {
         agents,
         partitions,
         stats: serde_json::to_value(stats).unwrap_or_default(),
+        active_tasks: s.rt.active.borrow().iter().copied().collect(),
+        worker_id: s
+            .rt
+            .cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| c.id.clone()),
+        cluster: s
+            .rt
+            .cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|c| serde_json::to_value(&*c.map.borrow()).ok()),
     })
 }
