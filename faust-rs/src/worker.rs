@@ -242,6 +242,8 @@ impl App {
             Some(store)
         };
         let monitor = Arc::new(Monitor::default());
+        // Fatal errors of background services, forwarded to the runtime once it exists.
+        let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<Error>();
         let recovery = if cores.is_empty() {
             None
         } else {
@@ -251,11 +253,16 @@ impl App {
                     .enable_auto_commit(false)
                     .auto_offset_reset(OffsetReset::Earliest),
             )?;
+            let tx = fatal_tx.clone();
             Some(Recovery::start(
                 reader,
                 store.clone().expect("tables have a store"),
                 cores.clone(),
                 monitor.clone(),
+                settings.decode_error_policy == DecodeErrorPolicy::Stop,
+                Box::new(move |err| {
+                    let _ = tx.send(err);
+                }),
             ))
         };
 
@@ -327,6 +334,15 @@ impl App {
             },
             commit_lock: tokio::sync::Mutex::new(()),
         });
+        {
+            let rt = rt.clone();
+            drop(fatal_tx);
+            tokio::spawn(async move {
+                while let Some(err) = fatal_rx.recv().await {
+                    rt.fail(err);
+                }
+            });
+        }
         if self.inner.runtime.set(rt.clone()).is_err() {
             return Err(Error::Lifecycle("this app already started a worker".into()));
         }

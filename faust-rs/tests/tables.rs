@@ -122,3 +122,61 @@ async fn table_sums_survive_restarts_and_rebuild_from_the_changelog() {
     worker.shutdown().await.unwrap();
     let _ = changelog_records(&broker.bootstrap(), changelog, 4).await;
 }
+
+/// Produces to the changelog of table `totals` of `app_id`: a record whose value is not
+/// an `i64`, a record without a key, a good record for `u2` and the commit marker after
+/// them, all in `u2`'s partition.
+async fn bad_changelog(broker: &Broker, app_id: &str) {
+    let changelog = format!("{app_id}-totals-changelog");
+    let producer = RawProducer::new(&broker.bootstrap());
+    let (p, _) = producer
+        .send(&[Raw::new(&changelog, "5").key("u2")])
+        .await[0];
+    producer
+        .send(&[
+            Raw::new(&changelog, "not a number").key("u1").partition(p),
+            Raw::new(&changelog, "7").partition(p),
+            Raw::new(&changelog, r#"{"sources": []}"#)
+                .key("__faust_marker__")
+                .header("faust-marker", "commit")
+                .partition(p),
+        ])
+        .await;
+}
+
+fn table_app(broker: &Broker, id: &str, dir: &std::path::Path) -> (App, Table<String, i64>) {
+    let app = broker.app(id).datadir(dir).topic_partitions(4);
+    let totals = app.table::<String, i64>("totals").default(0);
+    (app, totals)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_changelog_records_are_skipped_with_a_clear_error_or_stop_the_worker() {
+    let broker = Broker::new();
+    broker
+        .topic("skip-test-totals-changelog", 4)
+        .topic("stop-test-totals-changelog", 4);
+    bad_changelog(&broker, "skip-test").await;
+    bad_changelog(&broker, "stop-test").await;
+
+    // Skip (the default): the good record is restored, the others are counted and left out.
+    let dir = tempfile::tempdir().unwrap();
+    let (app, totals) = table_app(&broker, "skip-test", dir.path());
+    let worker = app.start().await.unwrap();
+    wait_until("u2 is restored", || totals.get(&"u2".to_string()).ok().flatten() == Some(5)).await;
+    assert_eq!(totals.get(&"u1".to_string()).unwrap(), None);
+    assert_eq!(worker.monitor().snapshot().decode_errors, 2);
+    worker.shutdown().await.unwrap();
+
+    // Stop: the worker stops with an error naming the record.
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _) = table_app(&broker, "stop-test", dir.path());
+    let app = app.on_decode_error(faust::settings::DecodeErrorPolicy::Stop);
+    let worker = app.start().await.unwrap();
+    let err = tokio::time::timeout(common::DEADLINE, worker.wait())
+        .await
+        .expect("the worker stops")
+        .expect_err("with an error");
+    let text = err.to_string();
+    assert!(text.contains("stop-test-totals-changelog"), "{text}");
+}

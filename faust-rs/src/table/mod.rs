@@ -448,6 +448,8 @@ pub(crate) trait TableCore: Send + Sync + 'static {
     fn forget(&self, partition: i32);
     /// Drops the pending writes of a partition (it was lost to another worker).
     fn discard(&self, partition: i32);
+    /// Whether a changelog record's key and value decode.
+    fn check(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), crate::codec::CodecError>;
 }
 
 impl<K, V> TableCore for Core<K, V>
@@ -527,6 +529,13 @@ where
         if layers.get(&partition).is_some_and(|l| l.dirty.is_empty()) {
             layers.remove(&partition);
         }
+    }
+    fn check(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), crate::codec::CodecError> {
+        self.key_codec().decode(key)?;
+        if let Some(v) = value {
+            self.value_codec().decode(v)?;
+        }
+        Ok(())
     }
     fn discard(&self, partition: i32) {
         self.layers

@@ -59,6 +59,8 @@ impl Recovery {
         store: Store,
         cores: Vec<Arc<dyn TableCore>>,
         monitor: SharedMonitor,
+        stop_on_bad_records: bool,
+        on_fatal: Box<dyn Fn(Error) + Send>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let reader = Reader {
@@ -71,6 +73,9 @@ impl Recovery {
             globals: Vec::new(),
             standby: BTreeSet::new(),
             progress: Progress::default(),
+            stop_on_bad_records,
+            fatal: None,
+            on_fatal,
         };
         tokio::spawn(reader.run(rx));
         Self { tx }
@@ -157,6 +162,11 @@ struct Reader {
     globals: Vec<oneshot::Sender<Result<()>>>,
     standby: BTreeSet<i32>,
     progress: Progress,
+    /// The decode error policy is `Stop`.
+    stop_on_bad_records: bool,
+    /// Set when a bad record stopped the reader (the worker stops).
+    fatal: Option<Error>,
+    on_fatal: Box<dyn Fn(Error) + Send>,
 }
 
 impl Reader {
@@ -172,8 +182,14 @@ impl Reader {
                     Some(c) => self.command(c).await,
                     None => break,
                 },
-                ev = self.consumer.next_event(), if !self.readings.is_empty() => match ev {
-                    Ok(ConsumerEvent::Message(m)) => self.batch(m).await,
+                ev = self.consumer.next_event(), if !self.readings.is_empty() && self.fatal.is_none() => match ev {
+                    Ok(ConsumerEvent::Message(m)) => {
+                        self.batch(m).await;
+                        if let Some(err) = self.fatal.take() {
+                            (self.on_fatal)(err);
+                            self.readings.clear();
+                        }
+                    }
                     Ok(ConsumerEvent::Rebalance(r)) => { let _ = r.complete(); }
                     Err(err) => tracing::warn!(%err, "changelog reader"),
                 },
@@ -400,6 +416,7 @@ impl Reader {
             }
         }
         let mut touched: BTreeSet<(String, i32)> = BTreeSet::new();
+        let mut fatal = None;
         for m in &messages {
             let key = (m.topic().to_owned(), m.partition());
             let Some(r) = self.readings.get_mut(&key) else {
@@ -410,15 +427,33 @@ impl Reader {
             }
             r.position = m.offset() + 1;
             let global = matches!(r.role, Role::Global(_));
-            match classify(m) {
+            let entry = classify(m).and_then(|entry| match &entry {
+                Entry::Data(k, v) => r
+                    .table
+                    .check(k, v.as_deref())
+                    .map(|()| entry)
+                    .map_err(|e| format!("{e}")),
+                _ => Ok(entry),
+            });
+            match entry {
                 Ok(Entry::Data(k, v)) if global => {
                     r.applier.push(m.offset(), Entry::Data(k, v));
                     r.applier.force(m.offset());
                 }
                 Ok(entry) => r.applier.push(m.offset(), entry),
                 Err(reason) => {
-                    tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "skipping a changelog record that is not one");
                     self.monitor.on_decode_error();
+                    if self.stop_on_bad_records {
+                        tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "a changelog record does not decode: stopping (decode error policy)");
+                        fatal = Some(Error::BadRecord {
+                            topic: m.topic().to_owned(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            reason,
+                        });
+                        break;
+                    }
+                    tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "skipping a changelog record that does not decode");
                     r.applier.skip(m.offset());
                 }
             }
@@ -438,6 +473,18 @@ impl Reader {
             })
             .collect();
         let applied: usize = batches.iter().map(|b| b.changes.len()).sum();
+        if let Some(err) = fatal {
+            // Nothing more is applied; the restores waiting fail with the error.
+            let message = err.to_string();
+            for (_, pending) in self.restores.drain() {
+                let _ = pending.reply.send(Err(Error::Lifecycle(message.clone())));
+            }
+            for reply in self.globals.drain(..) {
+                let _ = reply.send(Err(Error::Lifecycle(message.clone())));
+            }
+            self.fatal = Some(err);
+            return;
+        }
         if let Err(err) = self.store.write_async(batches).await {
             tracing::error!(%err, "writing changelog records to the store failed");
             return;
