@@ -62,7 +62,7 @@ pub use error::{AgentError, AgentResult, Error, Result};
 pub use event::{Ack, Event};
 pub use settings::Settings;
 pub use stream::Stream;
-pub use table::Table;
+pub use table::{Table, WindowedTable};
 pub use topic::Topic;
 pub use worker::Worker;
 

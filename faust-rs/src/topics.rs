@@ -91,7 +91,15 @@ impl TopicCreator {
                 let new: Vec<NewTopic> = todo
                     .iter()
                     .filter(|(name, _)| !existing.contains(name))
-                    .map(|(name, p)| NewTopic::new(name, *p))
+                    .map(|(name, p)| {
+                        let topic = NewTopic::new(name, *p);
+                        // Table changelogs and the cluster map keep the last record per key.
+                        if name.ends_with("-changelog") || name.ends_with("-__cluster") {
+                            topic.config("cleanup.policy", "compact")
+                        } else {
+                            topic
+                        }
+                    })
                     .collect();
                 if new.is_empty() {
                     self.created.extend(todo.into_iter().map(|(n, _)| n));

@@ -19,6 +19,7 @@ pub(crate) mod recovery;
 pub(crate) mod restore;
 pub(crate) mod store;
 pub(crate) mod tables;
+pub mod window;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,6 +33,7 @@ use crate::app::App;
 use crate::codec::{Auto, Codec, Json};
 use crate::error::{Error, Result};
 use store::{Change, MAX_KEY_BYTES};
+pub use window::{EventTime, WindowRange, WindowedTable, Windows};
 
 /// Whether each worker holds its own partitions or all of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
