@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{read_topic, Broker, Log, Raw, RawProducer};
+use common::{read_topic, wait_until, Broker, Log, Raw, RawProducer};
 use faust::rdkafka_async::{ClientConfig, Consumer};
 use faust::table::{WindowRange, WindowedTable};
 use faust::App;
@@ -206,6 +206,20 @@ async fn tumbling_windows_count_close_once_expire_and_survive_a_restart() {
     let last = changelog(&broker.bootstrap(), topic).await;
     assert_eq!(last[&("alice".to_string(), 20_000)], None, "tombstoned");
     assert_eq!(last[&("alice".to_string(), 60_000)], Some("1".to_string()));
+
+    // An empty data directory: the windows are rebuilt from the changelog (whose keys
+    // decode as the table's keys), closed ones left out.
+    let empty = tempfile::tempdir().unwrap();
+    let (app3, views, _, closed) = app(&broker, empty.path(), "windows-test", "views", tumbling);
+    let worker = app3.start().await.unwrap();
+    wait_until("the windows are rebuilt from the changelog", || {
+        views.partition_items(0).ok() == Some(vec![(alice.clone(), w(60_000, 70_000), 1)])
+    })
+    .await;
+    assert!(worker.monitor().snapshot().recovered_records > 0);
+    assert_eq!(worker.monitor().snapshot().decode_errors, 0);
+    assert!(closed.items().is_empty());
+    worker.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
