@@ -1,22 +1,11 @@
-//! The worker's web server. For now: `/ping` and `/status` (the CLI's `ping` and `status`
-//! use them).
-
-use std::sync::Arc;
+//! `/status`: what the worker runs and how it is doing (the CLI's `status` reads it).
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 
-use crate::app::App;
-use crate::runtime::Runtime;
+use super::WebState;
 use crate::sensor::MonitorSnapshot;
-
-#[derive(Clone)]
-pub(crate) struct WebState {
-    app: App,
-    rt: Arc<Runtime>,
-}
 
 /// The `/status` document.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -74,17 +63,7 @@ pub struct PartitionStatus {
     pub in_progress: usize,
 }
 
-/// The router: a function of the app's state, so tests can call it without a socket.
-pub(crate) fn router(app: App, rt: Arc<Runtime>) -> Router {
-    Router::new()
-        .route("/ping", get(|| async { "pong" }))
-        .route("/ping/", get(|| async { "pong" }))
-        .route("/status", get(status))
-        .route("/status/", get(status))
-        .with_state(WebState { app, rt })
-}
-
-async fn status(State(s): State<WebState>) -> Json<Status> {
+pub(crate) async fn status(State(s): State<WebState>) -> Json<Status> {
     let agents = s
         .app
         .registry()

@@ -1,0 +1,32 @@
+//! The worker's web server (axum): `/ping`, `/status`, and (as they are added) the table
+//! API, statistics and dashboard. The router is built by [`router`], a function of the
+//! worker's state, so tests can call it without a socket.
+
+mod status;
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+
+use crate::app::App;
+use crate::runtime::Runtime;
+
+pub use status::{AgentStatus, PartitionStatus, Status};
+
+/// What every handler gets.
+#[derive(Clone)]
+pub(crate) struct WebState {
+    pub(crate) app: App,
+    pub(crate) rt: Arc<Runtime>,
+}
+
+/// The router: a function of the app's state, so tests can call it without a socket.
+pub(crate) fn router(app: App, rt: Arc<Runtime>) -> Router {
+    Router::new()
+        .route("/ping", get(|| async { "pong" }))
+        .route("/ping/", get(|| async { "pong" }))
+        .route("/status", get(status::status))
+        .route("/status/", get(status::status))
+        .with_state(WebState { app, rt })
+}
