@@ -57,7 +57,9 @@
 
 mod client;
 mod measure;
+mod recovery;
 mod w1;
+mod w2;
 
 use clap::{Parser, Subcommand};
 
@@ -75,6 +77,10 @@ enum Command {
     Client(client::ClientArgs),
     /// W1 "passthrough count": a faust-rs agent against a bare rdkafka-async loop.
     W1(w1::W1Args),
+    /// W2 "table aggregate": table[user] += amount with the changelog, against W1's agent.
+    W2(w2::W2Args),
+    /// Rebuilding a 1,000,000-key table from its changelog into an empty data directory.
+    Recovery(recovery::RecoveryArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,5 +97,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Client(args) => client::run(&runtime, args),
         Command::W1(args) => w1::run(&runtime, args),
+        Command::W2(args) => w2::run(&runtime, args),
+        Command::Recovery(args) => recovery::run(&runtime, args),
     }
 }

@@ -21,32 +21,47 @@ use serde::{Deserialize, Serialize};
 
 use crate::measure::{thousands, Run, Span, Trials};
 
-const TOPIC: &str = "w1-transactions";
+pub(crate) const TOPIC: &str = "w1-transactions";
 
 /// Options of `faust-bench w1`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct W1Args {
     /// Events to produce and count.
     #[arg(long, default_value_t = 1_000_000)]
-    events: u64,
+    pub(crate) events: u64,
     /// Distinct users (keys).
     #[arg(long, default_value_t = 10_000)]
-    users: u64,
+    pub(crate) users: u64,
     /// Partitions of the topic.
     #[arg(long, default_value_t = 4)]
-    partitions: i32,
+    pub(crate) partitions: i32,
     /// Trials per contender (the best counts; a trial takes about a second).
     #[arg(long, default_value_t = 5)]
-    trials: usize,
+    pub(crate) trials: usize,
     /// Run only the faust-rs agent (for profiling); no ratios line.
     #[arg(long)]
-    only_agent: bool,
+    pub(crate) only_agent: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Transaction {
-    user: String,
-    amount: i64,
+pub(crate) struct Transaction {
+    pub(crate) user: String,
+    pub(crate) amount: i64,
+}
+
+/// The events W1 (and W2) produce, in order: a fixed xorshift sequence, so every run and
+/// every benchmark sees the same data.
+pub(crate) fn transactions(events: u64, users: u64) -> impl Iterator<Item = Transaction> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..events).map(move |_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        Transaction {
+            user: format!("u{}", x % users),
+            amount: (x >> 20) as i64 % 1000,
+        }
+    })
 }
 
 fn consumer_settings(config: ClientConfig) -> ClientConfig {
@@ -76,7 +91,7 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: W1Args) -> Result<()>
                     continue;
                 }
                 if faust_first {
-                    let r = faust_trial(&bootstrap, &args, trial, &expected).await?;
+                    let r = faust_trial(&cluster, &bootstrap, &args, trial, &expected).await?;
                     eprintln!("  trial {trial}: faust-rs agent {}/s", thousands(r.rate()));
                     agent.runs.push(r);
                 } else {
@@ -100,7 +115,7 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: W1Args) -> Result<()>
 }
 
 /// Produces the events; returns the expected count per user.
-async fn produce(bootstrap: &str, args: &W1Args) -> Result<HashMap<String, u64>> {
+pub(crate) async fn produce(bootstrap: &str, args: &W1Args) -> Result<HashMap<String, u64>> {
     let producer = Producer::new(
         ClientConfig::new()
             .bootstrap_servers(bootstrap)
@@ -112,16 +127,8 @@ async fn produce(bootstrap: &str, args: &W1Args) -> Result<HashMap<String, u64>>
             .set("queue.buffering.max.messages", "2000000"),
     )?;
     let mut expected = HashMap::new();
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let mut pending = Vec::with_capacity(args.events as usize);
-    for _ in 0..args.events {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let tx = Transaction {
-            user: format!("u{}", x % args.users),
-            amount: (x >> 20) as i64 % 1000,
-        };
+    for tx in transactions(args.events, args.users) {
         *expected.entry(tx.user.clone()).or_default() += 1;
         let value = serde_json::to_vec(&tx)?;
         pending.push(
@@ -189,15 +196,17 @@ async fn raw_trial(bootstrap: &str, args: &W1Args, expected: &HashMap<String, u6
 }
 
 /// The framework: an App with one agent that decodes and counts per user.
-async fn faust_trial(
+pub(crate) async fn faust_trial(
+    cluster: &MockCluster,
     bootstrap: &str,
     args: &W1Args,
     trial: usize,
     expected: &HashMap<String, u64>,
 ) -> Result<Run> {
-    let app = faust::App::new(format!("w1-faust-{trial}"))
-        .broker(bootstrap)?
-        .without_web();
+    let id = format!("w1-faust-{trial}");
+    // The mock has no CreateTopics: the app's tasks topic is made beforehand.
+    cluster.create_topic(&format!("{id}-__assignor"), args.partitions, 1)?;
+    let app = faust::App::new(id).broker(bootstrap)?.without_web();
     app.configure(|s| {
         s.kafka.insert("fetch.queue.backoff.ms".into(), "10".into());
         s.kafka.insert("fetch.wait.max.ms".into(), "1".into());
