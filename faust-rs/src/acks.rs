@@ -14,8 +14,11 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::Notify;
+
+use crate::sensor::Monitor;
 
 /// Signals shared by all partitions: the committer and the conductor listen.
 #[derive(Debug, Default)]
@@ -30,6 +33,8 @@ pub(crate) struct AckSignals {
     released_records: AtomicU64,
     /// Commit early after this many records were released (`commit_every`; 0: never).
     commit_every: AtomicU64,
+    /// Told of acknowledgements (processing time, sensors' `on_message_out`).
+    monitor: Option<Arc<Monitor>>,
 }
 
 impl AckSignals {
@@ -39,6 +44,12 @@ impl AckSignals {
             commit_every: AtomicU64::new(commit_every),
             ..Self::default()
         }
+    }
+
+    /// Tells `monitor` of acknowledgements.
+    pub(crate) fn with_monitor(mut self, monitor: Arc<Monitor>) -> Self {
+        self.monitor = Some(monitor);
+        self
     }
 
     /// A run of `n` records was released: maybe time for an early commit.
@@ -71,6 +82,10 @@ pub(crate) struct Run {
     /// Index of the first record the commit scan has not passed (only the scanner,
     /// under the window lock, moves it).
     scanned: AtomicUsize,
+    /// When the run was tracked (taken from Kafka), for the processing time.
+    received: Instant,
+    /// Microseconds from `received` to the run's first release, if it was an ack.
+    first_ack_us: AtomicU64,
 }
 
 impl Run {
@@ -82,12 +97,37 @@ impl Run {
 
     fn release(&self, i: usize, state: u8) {
         self.states[i].store(state, Ordering::Release);
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let before = self.remaining.fetch_sub(1, Ordering::AcqRel);
+        if state == ACKED {
+            if let Some(m) = &self.acks.signals.monitor {
+                self.sense(m, i, before);
+            }
+        }
+        if before == 1 {
             // The last record of the run: counted for `commit_every` once per run.
             self.acks.signals.on_run_released(self.offsets.len() as u64);
             if self.acks.is_closing() {
                 self.acks.signals.released.notify_waiters();
             }
+        }
+    }
+
+    /// Record `i` was acknowledged, with `before` records of the run not released before
+    /// it. The processing time is sampled: the mean of the run's first and last release
+    /// (two clock reads per run, not one per record), weighted by the run's size.
+    fn sense(&self, m: &Monitor, i: usize, before: usize) {
+        m.on_message_out(&self.acks.topic, self.acks.partition, self.offsets[i]);
+        let n = self.offsets.len();
+        if before == n && n > 1 {
+            self.first_ack_us
+                .store(micros(self.received.elapsed()), Ordering::Relaxed);
+        } else if before == 1 {
+            let last = micros(self.received.elapsed());
+            let first = match self.first_ack_us.load(Ordering::Relaxed) {
+                u64::MAX => last,
+                first => first,
+            };
+            m.on_processed(n as u64, first / 2 + last / 2);
         }
     }
 
@@ -156,6 +196,8 @@ impl PartitionAcks {
             states: offsets.iter().map(|_| AtomicU8::new(PENDING)).collect(),
             remaining: AtomicUsize::new(offsets.len()),
             scanned: AtomicUsize::new(0),
+            received: Instant::now(),
+            first_ack_us: AtomicU64::new(u64::MAX),
         });
         let mut w = self.lock();
         if w.runs.is_empty() && w.next.is_none() {
@@ -238,6 +280,10 @@ impl PartitionAcks {
         self.closing.store(false, Ordering::Release);
         point
     }
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    d.as_micros().min(u64::MAX as u128 - 1) as u64
 }
 
 #[cfg(test)]

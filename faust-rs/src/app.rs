@@ -40,6 +40,7 @@ pub(crate) struct Registry {
     pub(crate) tables: Vec<Arc<dyn TableCore>>,
     pub(crate) on_assigned: Vec<PartitionsHook>,
     pub(crate) on_revoked: Vec<PartitionsHook>,
+    pub(crate) sensors: Vec<Arc<dyn crate::sensor::Sensor>>,
 }
 
 /// A rebalance listener: called with (topic, partition) pairs.
@@ -346,6 +347,25 @@ impl App {
     /// Topics declared so far.
     pub fn topics(&self) -> Vec<TopicSpec> {
         self.registry().topics.values().cloned().collect()
+    }
+
+    /// Registers a sensor: its hooks are called as records come in, flow through agents,
+    /// are acknowledged, written to tables, committed and sent (see
+    /// [`Sensor`](crate::sensor::Sensor)). Register sensors before the worker starts; the
+    /// worker's own figures (`/stats/`, `/metrics`) need none.
+    ///
+    /// ```
+    /// use faust::sensor::Sensor;
+    /// struct Quiet;
+    /// impl Sensor for Quiet {}
+    /// faust::App::new("shop").sensor(Quiet);
+    /// ```
+    pub fn sensor(&self, sensor: impl crate::sensor::Sensor) -> &Self {
+        if self.inner.runtime.get().is_some() {
+            tracing::warn!("a sensor registered after the worker started is not called");
+        }
+        self.registry().sensors.push(Arc::new(sensor));
+        self
     }
 
     /// The running worker's state.

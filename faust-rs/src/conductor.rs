@@ -374,7 +374,7 @@ impl Conductor {
                 None => break,
             }
         }
-        self.rt.monitor.on_messages_in(records.len() as u64);
+        self.rt.monitor.on_messages_in(&records);
         let mut run: Batch = Vec::with_capacity(records.len());
         let mut records = records.into_iter().peekable();
         while let Some(first) = records.next() {
@@ -478,6 +478,7 @@ impl Conductor {
     }
 
     async fn rebalance(&mut self, r: Rebalance) {
+        let _sensed = self.rt.monitor.rebalance_started();
         tracing::info!(kind = ?r.kind(), partitions = ?r.partitions(), lost = r.is_lost(), "rebalance");
         let tasks: Vec<i32> = r
             .partitions()

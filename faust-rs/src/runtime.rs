@@ -278,6 +278,7 @@ impl Runtime {
         if tpl.is_empty() {
             return;
         }
+        self.monitor.on_commit_initiated();
         match self.commits.commit(&tpl).await {
             Ok(()) => {
                 self.monitor.on_commit(started.elapsed());

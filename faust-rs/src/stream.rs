@@ -155,7 +155,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
                     match topic.decode(&inbound.message) {
                         Ok((key, value)) => {
                             if let Some(c) = &counters {
-                                c.on_event();
+                                c.on_event(&inbound.message);
                             }
                             let origin = Origin::one(inbound, failed.clone());
                             return Some((
@@ -214,6 +214,10 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
 
     /// Acknowledges the current event, then leaves its partitions.
     fn release(&mut self) {
+        if let (false, Ok(rt)) = (self.current.is_none(), self.ctx.app.runtime()) {
+            rt.monitor
+                .on_stream_event_out(&self.ctx.agent, &self.current);
+        }
         self.current = Origin::default();
         self.permits.clear();
         crate::current::set_partition(None);

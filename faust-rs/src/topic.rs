@@ -233,10 +233,12 @@ impl<K: Send + Sync + 'static, V: Send + Sync + 'static> Topic<K, V> {
         for (name, value) in &options.headers {
             record = record.header(name, value);
         }
+        rt.monitor
+            .on_send_initiated(&self.name, k.as_ref().map_or(0, Vec::len), v.len());
         let started = std::time::Instant::now();
         let delivery = rt.producer.send(record).await.map_err(Error::from);
         rt.monitor
-            .on_send(&self.name, started.elapsed(), delivery.is_ok());
+            .on_send(&self.name, started.elapsed(), delivery.as_ref().err());
         delivery
     }
 }

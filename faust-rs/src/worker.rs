@@ -241,7 +241,7 @@ impl App {
             }
             Some(store)
         };
-        let monitor = Arc::new(Monitor::default());
+        let monitor = Arc::new(Monitor::new(self.registry().sensors.clone(), cores.clone()));
         // Fatal errors of background services, forwarded to the runtime once it exists.
         let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<Error>();
         let recovery = if cores.is_empty() {
@@ -316,7 +316,7 @@ impl App {
             producer,
             sources: Sources::default(),
             monitor: monitor.clone(),
-            signals: Arc::new(AckSignals::new(settings.commit_every)),
+            signals: Arc::new(AckSignals::new(settings.commit_every).with_monitor(monitor.clone())),
             partitions: Mutex::default(),
             committed: Mutex::default(),
             stopping: CancellationToken::new(),
@@ -397,6 +397,7 @@ async fn run(
         }
     }
     let mut side = JoinSet::new();
+    side.spawn(rt.monitor.clone().sample_forever());
     for (name, every, fun) in timers {
         let (app, rt) = (app.clone(), rt.clone());
         side.spawn(async move {

@@ -338,6 +338,7 @@ where
     }
 
     pub(crate) fn get_bytes(&self, kb: &[u8], p: i32) -> Result<Option<V>> {
+        crate::sensor::on_table_get(&self.app, &self.name, kb);
         {
             let layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(l) = layers.get(&p) {
@@ -351,6 +352,7 @@ where
 
     pub(crate) fn write(&self, kb: Vec<u8>, p: i32, value: Option<V>) {
         self.writes.fetch_add(1, Ordering::Relaxed);
+        crate::sensor::on_table_set(&self.app, &self.name, &kb, value.is_none());
         self.layers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -366,6 +368,7 @@ where
         p: i32,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<R> {
+        crate::sensor::on_table_set(&self.app, &self.name, &kb, false);
         let mut layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
         let l = layers.entry(p).or_default();
         self.writes.fetch_add(1, Ordering::Relaxed);
@@ -430,6 +433,8 @@ fn check_key(table: &str, kb: &[u8]) -> Result<()> {
 /// What the worker needs of a table, whatever its types.
 pub(crate) trait TableCore: Send + Sync + 'static {
     fn name(&self) -> &str;
+    /// Records written by this worker since it started (sets, updates, deletes).
+    fn writes(&self) -> u64;
     fn changelog(&self) -> &str;
     fn is_global(&self) -> bool;
     fn is_public(&self) -> bool;
@@ -461,6 +466,9 @@ where
 {
     fn name(&self) -> &str {
         &self.name
+    }
+    fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
     fn changelog(&self) -> &str {
         &self.changelog
