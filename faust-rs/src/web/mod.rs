@@ -2,6 +2,8 @@
 //! API, statistics and dashboard. The router is built by [`router`], a function of the
 //! worker's state, so tests can call it without a socket.
 
+mod dashboard;
+mod stats;
 mod status;
 
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use axum::Router;
 use crate::app::App;
 use crate::runtime::Runtime;
 
+pub use stats::{TableStats, TaskStats, TopicStats};
 pub use status::{AgentStatus, PartitionStatus, Status};
 
 /// What every handler gets.
@@ -28,5 +31,7 @@ pub(crate) fn router(app: App, rt: Arc<Runtime>) -> Router {
         .route("/ping/", get(|| async { "pong" }))
         .route("/status", get(status::status))
         .route("/status/", get(status::status))
+        .merge(stats::routes())
+        .merge(dashboard::routes())
         .with_state(WebState { app, rt })
 }
