@@ -207,6 +207,11 @@ impl Runtime {
 
     async fn commit_inner(&self, candidates: Vec<Arc<PartitionAcks>>, flush: BTreeSet<i32>) {
         let _serial = self.commit_lock.lock().await;
+        let number = self
+            .tables
+            .begun
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1;
         let started = Instant::now();
         let mut by_partition: BTreeMap<i32, Vec<Arc<PartitionAcks>>> = BTreeMap::new();
         for p in candidates {
@@ -263,6 +268,7 @@ impl Runtime {
                 return;
             }
             self.monitor.on_changelog(records as u64);
+            self.tables.flushed.send_modify(|n| *n = (*n).max(number));
         }
         let mut tpl = TopicPartitionList::new();
         let mut moved = Vec::new();

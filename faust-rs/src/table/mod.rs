@@ -457,13 +457,101 @@ pub(crate) trait TableCore: Send + Sync + 'static {
     fn discard(&self, partition: i32);
     /// Whether a changelog record's key and value decode.
     fn check(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), crate::codec::CodecError>;
+    /// The key bytes of a key given as text (a string key as it is; other keys as JSON).
+    fn key_from_text(&self, text: &str) -> Result<Vec<u8>>;
+    /// A key's text form (the inverse of [`TableCore::key_from_text`]).
+    fn key_text(&self, kb: &[u8]) -> Result<String>;
+    /// The partition a key (bytes) belongs to, outside any event.
+    fn partition_of(&self, kb: &[u8]) -> i32;
+    /// A key's value as JSON.
+    fn get_json(&self, kb: &[u8], p: i32) -> Result<Option<serde_json::Value>>;
+    /// Sets a key from a JSON value (which must decode as the table's value type).
+    fn set_json(&self, kb: Vec<u8>, p: i32, value: serde_json::Value) -> Result<()>;
+    /// Deletes a key.
+    fn delete_key(&self, kb: Vec<u8>, p: i32);
+    /// The entries of a partition held here, as (key text, JSON value), in key order.
+    fn items_json(&self, p: i32) -> Result<Vec<(String, serde_json::Value)>>;
 }
 
 impl<K, V> TableCore for Core<K, V>
 where
-    K: Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
+    K: Serialize + DeserializeOwned + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
+    fn key_from_text(&self, text: &str) -> Result<Vec<u8>> {
+        use serde::de::value::{Error as DeError, StrDeserializer};
+        let key: K = match K::deserialize(StrDeserializer::<DeError>::new(text)) {
+            Ok(k) => k,
+            Err(_) => serde_json::from_str(text).map_err(|e| Error::Table {
+                table: self.name.to_string(),
+                reason: format!("the key {text:?} does not decode: {e}"),
+            })?,
+        };
+        let kb = self.key_codec().encode(&key)?;
+        check_key(&self.name, &kb)?;
+        Ok(kb)
+    }
+    fn key_text(&self, kb: &[u8]) -> Result<String> {
+        let key = self.key_codec().decode(kb)?;
+        Ok(match serde_json::to_value(&key) {
+            Ok(serde_json::Value::String(s)) => s,
+            Ok(other) => other.to_string(),
+            Err(e) => String::from_utf8_lossy(kb).into_owned() + &format!(" ({e})"),
+        })
+    }
+    fn partition_of(&self, kb: &[u8]) -> i32 {
+        partitioner::partition_for(kb, self.partitions().max(1))
+    }
+    fn get_json(&self, kb: &[u8], p: i32) -> Result<Option<serde_json::Value>> {
+        match self.get_bytes(kb, p)? {
+            Some(v) => Ok(Some(serde_json::to_value(&v).map_err(|e| Error::Table {
+                table: self.name.to_string(),
+                reason: format!("the value does not convert to JSON: {e}"),
+            })?)),
+            None => Ok(None),
+        }
+    }
+    fn set_json(&self, kb: Vec<u8>, p: i32, value: serde_json::Value) -> Result<()> {
+        let v: V = serde_json::from_value(value).map_err(|e| Error::Table {
+            table: self.name.to_string(),
+            reason: format!("the value does not decode: {e}"),
+        })?;
+        self.write(kb, p, Some(v));
+        Ok(())
+    }
+    fn delete_key(&self, kb: Vec<u8>, p: i32) {
+        self.write(kb, p, None);
+    }
+    fn items_json(&self, p: i32) -> Result<Vec<(String, serde_json::Value)>> {
+        let mut merged: std::collections::BTreeMap<Vec<u8>, Option<V>> =
+            std::collections::BTreeMap::new();
+        let vc = self.value_codec();
+        for (k, v) in self.store()?.entries(&self.name, p)? {
+            match vc.decode(&v) {
+                Ok(v) => {
+                    merged.insert(k, Some(v));
+                }
+                Err(err) => tracing::warn!(table = %self.name, %err, "a stored value does not decode; left out"),
+            }
+        }
+        {
+            let layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(l) = layers.get(&p) {
+                for (k, v) in l.flushing.iter().chain(l.dirty.iter()) {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(merged.len());
+        for (k, v) in merged {
+            if let Some(v) = v {
+                let text = self.key_text(&k)?;
+                let json = serde_json::to_value(&v).unwrap_or(serde_json::Value::Null);
+                out.push((text, json));
+            }
+        }
+        Ok(out)
+    }
     fn name(&self) -> &str {
         &self.name
     }

@@ -31,6 +31,11 @@ pub(crate) struct Tables {
     /// of that partition; a flush takes it (exclusive) for the instant it reads the commit
     /// points and the pending writes, so the two agree.
     gates: Vec<Arc<RwLock<()>>>,
+    /// The number of the last commit whose flush succeeded (commits are numbered from 1
+    /// as they begin; writers outside agents wait on it).
+    pub(crate) flushed: tokio::sync::watch::Sender<u64>,
+    /// Commits begun.
+    pub(crate) begun: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Tables {
@@ -59,6 +64,8 @@ impl Tables {
             cores,
             store,
             gates,
+            flushed: tokio::sync::watch::channel(0).0,
+            begun: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

@@ -3,8 +3,10 @@
 //! worker's state, so tests can call it without a socket.
 
 mod dashboard;
+mod html;
 mod stats;
 mod status;
+mod tables;
 
 use std::sync::Arc;
 
@@ -22,6 +24,8 @@ pub use status::{AgentStatus, PartitionStatus, Status};
 pub(crate) struct WebState {
     pub(crate) app: App,
     pub(crate) rt: Arc<Runtime>,
+    /// Forwards requests to other workers.
+    pub(crate) client: reqwest::Client,
 }
 
 /// The router: a function of the app's state, so tests can call it without a socket.
@@ -33,5 +37,11 @@ pub(crate) fn router(app: App, rt: Arc<Runtime>) -> Router {
         .route("/status/", get(status::status))
         .merge(stats::routes())
         .merge(dashboard::routes())
-        .with_state(WebState { app, rt })
+        .merge(tables::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(tables::MAX_BODY))
+        .with_state(WebState {
+            app,
+            rt,
+            client: reqwest::Client::new(),
+        })
 }

@@ -96,6 +96,17 @@ pub(crate) async fn status(State(s): State<WebState>) -> Json<Status> {
             .collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     let stats: MonitorSnapshot = s.rt.monitor.snapshot();
+    // One lock of the cluster service, released before anything else is locked.
+    let (worker_id, cluster) = {
+        let guard = s.rt.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(c) => (
+                Some(c.id.clone()),
+                serde_json::to_value(&*c.map.borrow()).ok(),
+            ),
+            None => (None, None),
+        }
+    };
     Json(Status {
         app: s.rt.settings.id.clone(),
         state: if s.rt.stopping.is_cancelled() {
@@ -110,19 +121,7 @@ pub(crate) async fn status(State(s): State<WebState>) -> Json<Status> {
         partitions,
         stats: serde_json::to_value(stats).unwrap_or_default(),
         active_tasks: s.rt.active.borrow().iter().copied().collect(),
-        worker_id: s
-            .rt
-            .cluster
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|c| c.id.clone()),
-        cluster: s
-            .rt
-            .cluster
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .and_then(|c| serde_json::to_value(&*c.map.borrow()).ok()),
+        worker_id,
+        cluster,
     })
 }
