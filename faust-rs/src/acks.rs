@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
-use crate::sensor::Monitor;
+use crate::sensor::{Monitor, Sensors};
 
 /// Signals shared by all partitions: the committer and the conductor listen.
 #[derive(Debug, Default)]
@@ -99,8 +99,11 @@ impl Run {
         self.states[i].store(state, Ordering::Release);
         let before = self.remaining.fetch_sub(1, Ordering::AcqRel);
         if state == ACKED {
-            if let Some(m) = &self.acks.signals.monitor {
-                self.sense(m, i, before);
+            if let Some(s) = &self.acks.sensors {
+                s.each(|s| s.on_message_out(self.acks.tp(), self.offsets[i]));
+            }
+            if before == 1 || before == self.offsets.len() {
+                self.sample(before);
             }
         }
         if before == 1 {
@@ -112,11 +115,15 @@ impl Run {
         }
     }
 
-    /// Record `i` was acknowledged, with `before` records of the run not released before
-    /// it. The processing time is sampled: the mean of the run's first and last release
-    /// (two clock reads per run, not one per record), weighted by the run's size.
-    fn sense(&self, m: &Monitor, i: usize, before: usize) {
-        m.on_message_out(&self.acks.topic, self.acks.partition, self.offsets[i]);
+    /// The run's first or last record was acknowledged (`before`: records of the run not
+    /// released before it). The processing time is sampled: the mean of the run's first
+    /// and last release (two clock reads per run, not one per record), weighted by the
+    /// run's size.
+    #[inline(never)]
+    fn sample(&self, before: usize) {
+        let Some(m) = &self.acks.signals.monitor else {
+            return;
+        };
         let n = self.offsets.len();
         if before == n && n > 1 {
             self.first_ack_us
@@ -169,6 +176,8 @@ pub(crate) struct PartitionAcks {
     /// Incremented by each rewind: records tracked before it are stale.
     epoch: AtomicU64,
     signals: Arc<AckSignals>,
+    /// The sensors to tell of each acknowledgement, if any is registered.
+    sensors: Option<Sensors>,
 }
 
 impl PartitionAcks {
@@ -179,7 +188,15 @@ impl PartitionAcks {
             window: Mutex::new(Window::default()),
             closing: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
+            sensors: signals.monitor.as_ref().and_then(|m| m.sensors_if_any()),
             signals,
+        }
+    }
+
+    fn tp(&self) -> crate::sensor::TopicPartition<'_> {
+        crate::sensor::TopicPartition {
+            topic: &self.topic,
+            partition: self.partition,
         }
     }
 
@@ -330,6 +347,33 @@ mod tests {
             assert!(!done.contains(&point) || point == 500);
         }
         assert_eq!(a.commit_point(), Some(500));
+    }
+
+    #[test]
+    fn processing_time_is_sampled_per_run_and_weighted_by_its_size() {
+        let monitor = Arc::new(Monitor::default());
+        let signals = Arc::new(AckSignals::new(0).with_monitor(monitor.clone()));
+        let a = Arc::new(PartitionAcks::new("t".into(), 0, signals));
+        let run = a.track(&[0, 1, 2, 3]);
+        for i in [2, 0, 3] {
+            run.ack(i);
+        }
+        assert_eq!(
+            monitor.snapshot().processing.count,
+            0,
+            "the run is not done"
+        );
+        run.ack(1);
+        a.track(&[4]).ack(0);
+        let dropped = a.track(&[5, 6]);
+        dropped.ack(0);
+        dropped.discard(1);
+        let p = monitor.snapshot().processing;
+        assert_eq!(
+            p.count, 5,
+            "runs whose last release was an ack: 4 + 1 records"
+        );
+        assert!(p.avg_ms >= 0.0 && p.sum_ms >= 0.0);
     }
 
     #[test]

@@ -48,6 +48,19 @@ pub(crate) const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// How old the oldest reading kept may be: the window is between [`RATE_WINDOW`] and this.
 const KEEP: Duration = RATE_WINDOW.saturating_add(SAMPLE_EVERY);
 
+/// Keeps a field read on every event on cache lines of its own: the counters around it
+/// change all the time.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// A running total and the latest latency of one operation.
 #[derive(Debug, Default)]
 struct Latency {
@@ -153,7 +166,8 @@ const LATENCIES: usize = 6;
 /// ```
 pub struct Monitor {
     started: Instant,
-    sensors: Sensors,
+    /// Read on every event: on cache lines of its own, away from the counters.
+    sensors: Padded<Sensors>,
     tables: Vec<Arc<dyn TableCore>>,
     messages_in: AtomicU64,
     events_by_topic: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
@@ -177,7 +191,7 @@ pub struct Monitor {
 impl std::fmt::Debug for Monitor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Monitor")
-            .field("sensors", &self.sensors)
+            .field("sensors", &self.sensors.0)
             .field("tables", &self.tables.len())
             .field("messages_in", &self.messages_in)
             .finish_non_exhaustive()
@@ -346,7 +360,7 @@ impl Monitor {
     pub(crate) fn new(sensors: Vec<Arc<dyn Sensor>>, tables: Vec<Arc<dyn TableCore>>) -> Self {
         Self {
             started: Instant::now(),
-            sensors: Sensors::new(sensors),
+            sensors: Padded(Sensors::new(sensors)),
             tables,
             messages_in: AtomicU64::new(0),
             events_by_topic: Mutex::default(),
@@ -385,7 +399,7 @@ impl Monitor {
             hooks: self
                 .sensors
                 .any()
-                .then(|| (self.sensors.clone(), Arc::from(agent))),
+                .then(|| (self.sensors.0.clone(), Arc::from(agent))),
         }
     }
 
@@ -399,11 +413,9 @@ impl Monitor {
         });
     }
 
-    /// A record was acknowledged.
-    #[inline]
-    pub(crate) fn on_message_out(&self, topic: &str, partition: i32, offset: i64) {
-        self.sensors
-            .each(|s| s.on_message_out(TopicPartition { topic, partition }, offset));
+    /// The registered sensors, if there are any.
+    pub(crate) fn sensors_if_any(&self) -> Option<Sensors> {
+        self.sensors.any().then(|| self.sensors.0.clone())
     }
 
     /// `n` records were processed in `us` microseconds each (received to acknowledged).
@@ -589,7 +601,7 @@ impl Monitor {
 /// The sensors of `app`'s running worker, if any are registered.
 #[inline]
 fn sensors_of(app: &App) -> Option<&Sensors> {
-    let s = &app.inner.runtime.get()?.monitor.sensors;
+    let s: &Sensors = &app.inner.runtime.get()?.monitor.sensors;
     s.any().then_some(s)
 }
 
