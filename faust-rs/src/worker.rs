@@ -250,6 +250,8 @@ impl App {
             let reader = Consumer::new(
                 base.clone()
                     .group_id(format!("{}-__reader", settings.id))
+                    // A full fetch queue otherwise stalls recovery for 1 s each time.
+                    .set("fetch.queue.backoff.ms", "10")
                     .enable_auto_commit(false)
                     .auto_offset_reset(OffsetReset::Earliest),
             )?;
@@ -434,13 +436,31 @@ async fn run(
     let committer = {
         let rt = rt.clone();
         tokio::spawn(async move {
+            // Early commits (`commit_every`, table writes from the web) flush tables: for
+            // apps with tables, at most one every fifth of the interval, so that a busy
+            // stream does not turn into a stream of tiny flushes.
+            let gap = if rt.tables.is_empty() {
+                Duration::ZERO
+            } else {
+                rt.settings.commit_interval / 5
+            };
+            let mut last = Instant::now();
             loop {
                 tokio::select! {
                     () = rt.stopping.cancelled() => break,
                     () = tokio::time::sleep(rt.settings.commit_interval) => {}
-                    () = rt.signals.commit_now.notified() => {}
+                    () = rt.signals.commit_now.notified() => {
+                        let wait = gap.saturating_sub(last.elapsed());
+                        if !wait.is_zero() {
+                            tokio::select! {
+                                () = rt.stopping.cancelled() => break,
+                                () = tokio::time::sleep(wait) => {}
+                            }
+                        }
+                    }
                 }
                 rt.commit(None).await;
+                last = Instant::now();
             }
         })
     };

@@ -80,6 +80,8 @@ pub(crate) struct Core<K, V> {
     resolved: AtomicI32,
     layers: Mutex<HashMap<i32, Layers<V>>>,
     writes: AtomicU64,
+    /// Set when the table became a windowed table (its keys carry a window).
+    pub(crate) windowed: std::sync::atomic::AtomicBool,
 }
 
 /// A table with keys `K` and values `V`. Cloning is cheap (a handle).
@@ -144,6 +146,7 @@ where
             resolved: AtomicI32::new(0),
             layers: Mutex::new(HashMap::new()),
             writes: AtomicU64::new(0),
+            windowed: std::sync::atomic::AtomicBool::new(false),
         });
         app.register_table(core.clone());
         Self { core }
@@ -309,7 +312,11 @@ where
     /// The key's bytes and the partition a write of it goes to.
     fn locate(&self, key: &K) -> Result<(Vec<u8>, i32)> {
         let n = self.partitions_resolved()?;
-        let kb = self.key_codec().encode(key)?;
+        let kb = self
+            .key_codec
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .encode(key)?;
         check_key(&self.name, &kb)?;
         let p = match self.kind {
             Kind::Table => crate::current::partition().filter(|p| *p < n),
@@ -565,7 +572,9 @@ where
         self.kind == Kind::Global
     }
     fn is_public(&self) -> bool {
+        // Windowed tables are not served by the web API (their keys carry a window).
         self.config.read().unwrap_or_else(|e| e.into_inner()).public
+            && !self.windowed.load(Ordering::Relaxed)
     }
     fn help(&self) -> String {
         self.config

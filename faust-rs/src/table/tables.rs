@@ -14,12 +14,15 @@ use crate::error::{Error, Result};
 /// Source offsets: (topic, partition, next offset).
 pub(crate) type Sources = Vec<(String, i32, i64)>;
 
+/// Each table's pending writes of one partition.
+pub(crate) type TableChanges = Vec<(Arc<dyn TableCore>, Vec<Change>)>;
+
 /// One partition's part of a flush: the source offsets it corresponds to and each
 /// table's pending writes.
 pub(crate) struct Pending {
     pub(crate) partition: i32,
     pub(crate) sources: Sources,
-    pub(crate) changes: Vec<(Arc<dyn TableCore>, Vec<Change>)>,
+    pub(crate) changes: TableChanges,
 }
 
 /// The tables of a worker.
@@ -116,7 +119,7 @@ impl Tables {
     }
 
     /// Each table's pending writes of `p` (call under the gate).
-    pub(crate) fn begin(&self, p: i32) -> Result<Vec<(Arc<dyn TableCore>, Vec<Change>)>> {
+    pub(crate) fn begin(&self, p: i32) -> Result<TableChanges> {
         let mut out = Vec::new();
         for c in &self.cores {
             match c.begin_flush(p) {
@@ -141,17 +144,19 @@ impl Tables {
         if pending.iter().all(|p| p.changes.is_empty()) {
             return Ok(());
         }
-        let result = self.flush_inner(producer, &pending).await;
+        let touched: Vec<(Arc<dyn TableCore>, i32)> = pending
+            .iter()
+            .flat_map(|p| p.changes.iter().map(|(c, _)| (c.clone(), p.partition)))
+            .collect();
+        let result = self.flush_inner(producer, pending).await;
         let ok = result.is_ok();
-        for p in &pending {
-            for (c, _) in &p.changes {
-                c.end_flush(p.partition, ok);
-            }
+        for (c, p) in touched {
+            c.end_flush(p, ok);
         }
         result
     }
 
-    async fn flush_inner(&self, producer: &Producer, pending: &[Pending]) -> Result<()> {
+    async fn flush_inner(&self, producer: &Producer, mut pending: Vec<Pending>) -> Result<()> {
         // (table index in `pending`, partition) -> the delivery of its last record.
         let mut last: Vec<(usize, usize, DeliveryFuture)> = Vec::new();
         let mut deliveries: Vec<DeliveryFuture> = Vec::new();
@@ -198,12 +203,12 @@ impl Tables {
         let mut batches = Vec::with_capacity(last.len());
         for (pi, ti, d) in last {
             let delivered = d.await?;
-            let part = &pending[pi];
-            let (core, changes) = &part.changes[ti];
+            let part = &mut pending[pi];
+            let (core, changes) = &mut part.changes[ti];
             batches.push(WriteBatch {
                 table: Arc::from(core.name()),
                 partition: part.partition,
-                changes: changes.clone(),
+                changes: std::mem::take(changes),
                 checkpoint: Some(Checkpoint {
                     changelog: delivered.offset + 1,
                     sources: part.sources.clone(),

@@ -523,6 +523,9 @@ where
             self.core.name
         );
         let keys = self.core.key_codec();
+        self.core
+            .windowed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         *self
             .core
             .key_codec

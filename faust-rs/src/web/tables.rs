@@ -351,7 +351,7 @@ async fn key_op(
     match target(&s, p, forwarded) {
         Ok(Target::Forward(url, owner)) => {
             match forward(&s, &url, &owner, &method, &uri, &headers, body.clone()).await {
-                Ok(r) => return Ok(r),
+                Ok(r) => Ok(r),
                 Err(err) => {
                     tracing::warn!(worker = %owner, %err, "forwarding a table request failed");
                     if write {
@@ -367,7 +367,7 @@ async fn key_op(
                         ))
                         .html(html));
                     }
-                    return read(&s, table.as_ref(), &key, &kb, p, true, html);
+                    read(&s, table.as_ref(), &key, &kb, p, true, html)
                 }
             }
         }
