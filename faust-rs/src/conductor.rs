@@ -31,6 +31,8 @@ use crate::topics::TopicCreator;
 const REVOKE_WAIT: Duration = Duration::from_secs(10);
 /// How long asking for committed offsets may take.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the consumer lag is measured (for `/ready`).
+const LAG_EVERY: Duration = Duration::from_secs(1);
 /// Pause before restoring a partition again after a failed restore.
 const RESTORE_RETRY: Duration = Duration::from_secs(1);
 
@@ -109,10 +111,13 @@ impl Conductor {
         let mut stopped = std::pin::pin!(stopping.cancelled());
         let mut rewind = std::pin::pin!(signals.rewind.notified());
         let mut changed = watch_topics(topics.clone());
+        let mut lag_tick = tokio::time::interval(LAG_EVERY);
+        lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 () = &mut stopped => break,
+                _ = lag_tick.tick() => self.measure_lag(),
                 watcher = &mut changed => {
                     let Some(watcher) = watcher else { break };
                     changed = watch_topics(watcher);
@@ -309,6 +314,45 @@ impl Conductor {
         }
         self.tasks.insert(p, Task::Active);
         self.rt.on_tasks_changed(&self.active_tasks());
+    }
+
+    /// Records the readiness figures: tasks being restored, and the consumer lag of the
+    /// active tasks' partitions (from local positions and the watermarks last seen by
+    /// fetches: no request to the broker).
+    fn measure_lag(&self) {
+        let restoring = self
+            .tasks
+            .values()
+            .filter(|t| matches!(t, Task::Restoring { .. }))
+            .count();
+        let mut tpl = TopicPartitionList::new();
+        for p in self.active_tasks() {
+            for (t, sp) in self.task_partitions(p) {
+                tpl.add(&t, sp, Offset::Invalid);
+            }
+        }
+        let mut lag: i64 = 0;
+        let mut known = true;
+        if let Ok(positions) = self.consumer.position(&tpl) {
+            for tp in positions.iter() {
+                let high = self
+                    .consumer
+                    .cached_watermarks(&tp.topic, tp.partition)
+                    .map(|(_, h)| h)
+                    .unwrap_or(-1);
+                match tp.offset {
+                    Offset::At(pos) if high >= 0 => lag += (high - pos).max(0),
+                    // Nothing fetched yet: the lag is not known.
+                    _ if high < 0 => known = false,
+                    _ => {}
+                }
+            }
+        } else {
+            known = false;
+        }
+        self.rt
+            .readiness
+            .update(restoring, if known { Some(lag) } else { None });
     }
 
     /// The tasks this worker processes.

@@ -52,8 +52,40 @@ pub(crate) struct Runtime {
         Vec<crate::app::PartitionsHook>,
         Vec<crate::app::PartitionsHook>,
     ),
+    /// What `/ready` reports.
+    pub(crate) readiness: Readiness,
     /// One commit (and table flush) at a time.
     pub(crate) commit_lock: tokio::sync::Mutex<()>,
+}
+
+/// Whether the worker is ready for traffic: no task being restored, consumer lag known
+/// and small (measured by the conductor every second).
+#[derive(Debug, Default)]
+pub(crate) struct Readiness {
+    measured: std::sync::atomic::AtomicBool,
+    restoring: std::sync::atomic::AtomicUsize,
+    /// The consumer lag of the active tasks (-1: not known yet).
+    lag: std::sync::atomic::AtomicI64,
+}
+
+impl Readiness {
+    pub(crate) fn update(&self, restoring: usize, lag: Option<i64>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.restoring.store(restoring, Relaxed);
+        self.lag.store(lag.unwrap_or(-1), Relaxed);
+        self.measured.store(true, Relaxed);
+    }
+
+    /// (measured at least once, tasks restoring, lag if known).
+    pub(crate) fn get(&self) -> (bool, usize, Option<i64>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let lag = self.lag.load(Relaxed);
+        (
+            self.measured.load(Relaxed),
+            self.restoring.load(Relaxed),
+            (lag >= 0).then_some(lag),
+        )
+    }
 }
 
 impl std::fmt::Debug for Runtime {

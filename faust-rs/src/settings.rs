@@ -115,6 +115,9 @@ pub struct Settings {
     pub stream_buffer: usize,
     /// How long a graceful shutdown waits for in-flight events.
     pub shutdown_timeout: Duration,
+    /// `/ready` answers 503 while the consumer lag of this worker's partitions is above
+    /// this many records (`FAUST_READY_MAX_LAG`), default 10,000.
+    pub ready_max_lag: i64,
     /// The URL other workers use to reach this worker's web server
     /// (`FAUST_CANONICAL_URL`); default `http://<bind address>:<port>`.
     pub canonical_url: Option<String>,
@@ -148,6 +151,7 @@ impl Settings {
             agent_failure_policy: AgentFailurePolicy::default(),
             stream_buffer: 4096,
             shutdown_timeout: Duration::from_secs(30),
+            ready_max_lag: 10_000,
             canonical_url: None,
             table_standby_replicas: 1,
             table_map_size: 4 << 30,
@@ -169,6 +173,9 @@ impl Settings {
                 "BROKER" => self.broker = Broker::parse(&value)?,
                 "DATADIR" => self.datadir = PathBuf::from(&value),
                 "CANONICAL_URL" => self.canonical_url = Some(value.clone()),
+                "READY_MAX_LAG" => {
+                    self.ready_max_lag = value.parse().map_err(|e| bad(format!("{e}")))?
+                }
                 "TABLE_STANDBY_REPLICAS" => {
                     self.table_standby_replicas = value.parse().map_err(|e| bad(format!("{e}")))?
                 }

@@ -335,6 +335,7 @@ impl App {
                 (reg.on_assigned.clone(), reg.on_revoked.clone())
             },
             commit_lock: tokio::sync::Mutex::new(()),
+            readiness: Default::default(),
         });
         {
             let rt = rt.clone();

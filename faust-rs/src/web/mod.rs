@@ -3,6 +3,7 @@
 //! worker's state, so tests can call it without a socket.
 
 mod dashboard;
+mod health;
 mod html;
 mod stats;
 mod status;
@@ -35,6 +36,7 @@ pub(crate) fn router(app: App, rt: Arc<Runtime>) -> Router {
         .route("/ping/", get(|| async { "pong" }))
         .route("/status", get(status::status))
         .route("/status/", get(status::status))
+        .merge(health::routes())
         .merge(stats::routes())
         .merge(dashboard::routes())
         .merge(tables::routes())
