@@ -157,10 +157,10 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: RecoveryArgs) -> Resu
         let group_empty = build_left + Duration::from_millis(SESSION_TIMEOUT_MS);
         tokio::time::sleep_until(group_empty.into()).await;
         let empty = TempDir::new("recovery-rebuild")?;
-        let (app, table, _topic) = app(&bootstrap, &args, empty.path())?;
+        let (rebuilt, table, _topic) = app(&bootstrap, &args, empty.path())?;
         let cpu0 = process_cpu_time();
         let t0 = Instant::now();
-        let worker = app.start().await?;
+        let worker = rebuilt.start().await?;
         let started_s = t0.elapsed().as_secs_f64();
         let mut first = None;
         let mut data_at = None;
@@ -211,7 +211,44 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: RecoveryArgs) -> Resu
             }
         }
         ensure!(held == args.keys, "the rebuilt table holds {held} keys, expected {}", args.keys);
+
+        // 3. Standby takeover: a second worker joins (it restores the tasks it gets and
+        // keeps standby copies of the others); once its copies are current, the first
+        // worker stops, and the second takes every task over.
+        let second_dir = TempDir::new("recovery-standby")?;
+        let (app2, _table2, _topic2) = app(&bootstrap, &args, second_dir.path())?;
+        let second = app2.start().await?;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let standby_caught_up = loop {
+            let n = second.monitor().snapshot().recovered_records;
+            let shared = !second.active_tasks().is_empty()
+                && second.active_tasks().len() + worker.active_tasks().len()
+                    == args.partitions as usize;
+            if shared && n >= census.committed {
+                break n;
+            }
+            if Instant::now() > deadline {
+                bail!("the second worker holds {n} of {} records after 300 s", census.committed);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let moving = worker.active_tasks().len();
+        let t1 = Instant::now();
         worker.shutdown().await?;
+        let stopped_s = t1.elapsed().as_secs_f64();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while second.active_tasks().len() < args.partitions as usize {
+            if Instant::now() > deadline {
+                bail!("the standby did not take every task over within 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let takeover_s = t1.elapsed().as_secs_f64();
+        let replayed = second.monitor().snapshot().recovered_records - standby_caught_up;
+        println!(
+            "standby takeover: {moving} tasks moved to the worker holding their standby copies in {takeover_s:.3} s after the owner began stopping (its graceful stop took {stopped_s:.3} s; the rest is the group's rebalance, session.timeout.ms={SESSION_TIMEOUT_MS} on the mock); {replayed} changelog records replayed"
+        );
+        second.shutdown().await?;
 
         let (first_s, first_n) = first.unwrap_or((total_s, recovered));
         let data_s = data_at.unwrap_or(total_s);
@@ -230,7 +267,7 @@ pub(crate) fn run(runtime: &tokio::runtime::Runtime, args: RecoveryArgs) -> Resu
             thousands(apply_rate)
         );
         println!("  check: the rebuilt table holds all {} keys with their values", thousands(held as f64));
-        println!("ratios recovery_records_per_s={rate:.0}");
+        println!("ratios recovery_records_per_s={rate:.0} standby_takeover_s={:.3}", takeover_s);
         Ok(())
     })
 }
