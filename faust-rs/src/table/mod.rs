@@ -35,6 +35,17 @@ use crate::error::{Error, Result};
 use store::{Change, MAX_KEY_BYTES};
 pub use window::{EventTime, WindowRange, WindowedTable, Windows};
 
+/// The partition of a key (its bytes, as the key codec writes them) among `partitions`:
+/// Kafka's default partitioner (murmur2), which the app's producer and its tables use.
+///
+/// ```
+/// assert_eq!(faust::table::partition_for(b"kafka", 8), faust::table::partition_for(b"kafka", 8));
+/// assert!((0..8).contains(&faust::table::partition_for(b"u1", 8)));
+/// ```
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    partitioner::partition_for(key, partitions)
+}
+
 /// Whether each worker holds its own partitions or all of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
