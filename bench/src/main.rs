@@ -56,6 +56,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod http;
 mod measure;
 mod recovery;
 mod w1;
@@ -81,6 +82,8 @@ enum Command {
     W2(w2::W2Args),
     /// Rebuilding a 1,000,000-key table from its changelog into an empty data directory.
     Recovery(recovery::RecoveryArgs),
+    /// The table API over HTTP: GET of a local key and of a key forwarded to its owner.
+    Http(http::HttpArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -99,5 +102,6 @@ fn main() -> anyhow::Result<()> {
         Command::W1(args) => w1::run(&runtime, args),
         Command::W2(args) => w2::run(&runtime, args),
         Command::Recovery(args) => recovery::run(&runtime, args),
+        Command::Http(args) => http::run(&runtime, args),
     }
 }
