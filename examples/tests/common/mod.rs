@@ -492,3 +492,297 @@ pub fn counts(records: &[Processed]) -> BTreeMap<u64, usize> {
     }
     counts
 }
+
+// ---------------------------------------------------------------------------------------
+// Example binaries and a headless browser (web_cluster.rs).
+
+/// The example `name` (e.g. `user_to_amount`), next to the test binary in
+/// `<target>/<profile>/examples/`: Cargo tells integration tests where their package's
+/// binaries are, not its examples. `cargo test -p examples` builds the examples before the
+/// tests; `cargo test -p examples --test <file>` does not (run `cargo build -p examples
+/// --example <name>` first, with the same `CARGO_TARGET_DIR`). Panics if the binary is
+/// missing or older than the sources it is built from.
+pub fn example_binary(name: &str) -> PathBuf {
+    use std::path::Path;
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in <target>/<profile>/deps");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "the example binary {} is missing: run `cargo build -p examples --example \
+                 {name}` first (with the same CARGO_TARGET_DIR), or `cargo test -p examples`",
+                bin.display()
+            )
+        });
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = [
+        manifest.join(format!("{name}.rs")),
+        manifest.join("../faust-rs/src"),
+        manifest.join("../rdkafka-async/src"),
+    ];
+    if let Some(newer) = sources.iter().find_map(|s| newer_file(s, built)) {
+        panic!(
+            "the example binary {} is older than {}: rebuild it with `cargo build -p examples \
+             --example {name}` (or run `cargo test -p examples`)",
+            bin.display(),
+            newer.display()
+        );
+    }
+    bin
+}
+
+/// A file under `path` modified after `t`.
+fn newer_file(path: &std::path::Path, t: std::time::SystemTime) -> Option<PathBuf> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_dir() {
+        std::fs::read_dir(path)
+            .ok()?
+            .filter_map(Result::ok)
+            .find_map(|e| newer_file(&e.path(), t))
+    } else {
+        (meta.modified().ok()? > t).then(|| path.to_owned())
+    }
+}
+
+/// A program: the path in the environment variable `env`, or the first of `names` in
+/// `$PATH`.
+pub fn find_program(env: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| p.is_file())
+}
+
+/// Saves `bytes` as `target/test-artifacts/<name>`; returns the path.
+pub fn save_artifact(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&dir).expect("the artifacts directory");
+    let file = dir.join(name);
+    std::fs::write(&file, bytes).expect("the artifact is saved");
+    file
+}
+
+/// A headless Chromium (Debian's `chromium`) driven through `chromedriver` (WebDriver).
+/// Dropping it ends the session and kills the driver.
+///
+/// [`Browser::start`] skips (returns `None`, with a message) when `chromium` is not
+/// installed, unless `FAUST_REQUIRE_BROWSER` is set (CI sets it): then it panics.
+/// `CHROMIUM` and `CHROMEDRIVER` may name the binaries.
+pub struct Browser {
+    driver: Child,
+    port: u16,
+    http: reqwest::Client,
+    session: Option<String>,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    pub async fn start(what: &str) -> Option<Self> {
+        let required = std::env::var_os("FAUST_REQUIRE_BROWSER").is_some_and(|v| !v.is_empty());
+        let Some(chromium) = find_program("CHROMIUM", &["chromium", "chromium-browser"]) else {
+            assert!(
+                !required,
+                "FAUST_REQUIRE_BROWSER is set but `chromium` is not installed (apt-get install \
+                 chromium chromium-driver)"
+            );
+            eprintln!(
+                "SKIPPED {what}: `chromium` is not installed (apt-get install chromium \
+                 chromium-driver; set FAUST_REQUIRE_BROWSER=1 to make this a failure)"
+            );
+            return None;
+        };
+        let chromedriver = find_program("CHROMEDRIVER", &["chromedriver"]).expect(
+            "`chromium` is installed but `chromedriver` is not: apt-get install chromium-driver",
+        );
+        let port = free_port();
+        let driver = Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let profile = tempfile::tempdir().expect("a profile directory");
+        let mut browser = Self {
+            driver,
+            port,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("an HTTP client"),
+            session: None,
+            _profile: profile,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(v) = browser.call(reqwest::Method::GET, "/status", None).await {
+                if v["ready"] == true {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let created = browser
+            .call(
+                reqwest::Method::POST,
+                "/session",
+                Some(serde_json::json!({
+                    "capabilities": { "alwaysMatch": {
+                        "browserName": "chrome",
+                        "goog:chromeOptions": {
+                            "binary": chromium,
+                            "args": [
+                                "--headless=new",
+                                "--no-sandbox",
+                                "--disable-gpu",
+                                "--disable-dev-shm-usage",
+                                "--window-size=1200,1000",
+                                format!("--user-data-dir={}", browser._profile.path().display()),
+                            ]
+                        }
+                    }}
+                })),
+            )
+            .await
+            .expect("a browser session");
+        browser.session = Some(
+            created["sessionId"]
+                .as_str()
+                .expect("a session id")
+                .to_owned(),
+        );
+        Some(browser)
+    }
+
+    /// A WebDriver call; the `value` of its answer.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.map_err(|e| format!("{url}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("{url}: {status}: {v}"));
+        }
+        Ok(v["value"].clone())
+    }
+
+    fn session_path(&self, tail: &str) -> String {
+        format!(
+            "/session/{}{tail}",
+            self.session.as_deref().expect("a session")
+        )
+    }
+
+    /// Opens `url` (returns once the page loaded).
+    pub async fn goto(&self, url: &str) {
+        let path = self.session_path("/url");
+        self.call(
+            reqwest::Method::POST,
+            &path,
+            Some(serde_json::json!({ "url": url })),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("opening {url}: {e}"));
+    }
+
+    /// Runs `script` (a function body) in the page; its return value.
+    pub async fn execute(&self, script: &str) -> serde_json::Value {
+        let path = self.session_path("/execute/sync");
+        self.call(
+            reqwest::Method::POST,
+            &path,
+            Some(serde_json::json!({ "script": script, "args": [] })),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("running a script: {e}"))
+    }
+
+    /// A PNG screenshot of the window.
+    pub async fn screenshot(&self) -> Vec<u8> {
+        let path = self.session_path("/screenshot");
+        let shot = self
+            .call(reqwest::Method::GET, &path, None)
+            .await
+            .unwrap_or_else(|e| panic!("a screenshot: {e}"));
+        let png = base64_decode(shot.as_str().expect("a base64 screenshot"));
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG screenshot");
+        png
+    }
+
+    /// Ends the session (the browser exits) and the driver.
+    pub async fn close(mut self) {
+        if self.session.is_some() {
+            let path = self.session_path("");
+            let _ = self.call(reqwest::Method::DELETE, &path, None).await;
+            self.session = None;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // A session still open (the test failed): end it with a plain HTTP request, so
+        // that the browser does not outlive the driver.
+        if let Some(id) = self.session.take() {
+            use std::io::{Read as _, Write as _};
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = write!(
+                    s,
+                    "DELETE /session/{id} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    self.port
+                );
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Base64 (standard alphabet, padded) to bytes.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' | b'\n' | b'\r' => continue,
+            _ => panic!("not base64: {c}"),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}

@@ -47,3 +47,10 @@ pub(crate) fn router(app: App, rt: Arc<Runtime>) -> Router {
             client: reqwest::Client::new(),
         })
 }
+
+/// The router of `app`'s running worker, for tests that call it without a socket (e.g.
+/// with `tower::ServiceExt::oneshot`). Fails if the app has no running worker.
+#[doc(hidden)]
+pub fn router_of(app: &App) -> crate::error::Result<Router> {
+    Ok(router(app.clone(), app.runtime()?.clone()))
+}
