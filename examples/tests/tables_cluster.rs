@@ -13,6 +13,15 @@
 //! and is compared with the oracle: the per-user sums of the events produced. Every event
 //! has a distinct amount (its id + 1), so a duplicate anywhere on the way is visible.
 //!
+//! The workers' state is read from their `/status` (`active_tasks`, `worker_id`, the
+//! cluster map, `stats.recovered_records`, commit points). The app id is the example's
+//! (`user-to-amount`): each test has a broker of its own instead.
+//!
+//! `three_workers_sum_exactly_through_a_kill_and_a_join` is ignored: group_by's forward is
+//! at least once, so a SIGKILL duplicates events on their way to the table (see its doc);
+//! `three_workers_table_is_exactly_its_source_through_a_kill_and_a_join` runs the same
+//! scenario and checks what holds.
+//!
 //! Default sizes keep the file to a few minutes; `FAUST_TEST_LARGE=1` runs the large
 //! variants (1,000,000 events over 10,000 users in the first test). The tests of this file
 //! run one at a time (they share 2 cores).
@@ -855,8 +864,28 @@ async fn kill_and_join(reference: Reference) {
         || produced.load(Ordering::SeqCst) >= events / 3,
     )
     .await;
+    // The kill lands while worker a has processed events it has not committed yet (its
+    // `/status` shows a commit point past the committed offset): their effects are out,
+    // and they will be consumed again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (a_tasks, uncommitted) = loop {
+        let status = a.status().await.expect("a's status");
+        let ahead: Vec<String> = status["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .filter_map(|p| {
+                let (point, done) = (p["commit_point"].as_i64()?, p["committed"].as_i64()?);
+                (point > done)
+                    .then(|| format!("{}[{}] {done}..{point}", p["topic"], p["partition"]))
+            })
+            .collect();
+        if !ahead.is_empty() || Instant::now() > deadline {
+            break (tasks(&status["active_tasks"]), ahead);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let killed_at = produced.load(Ordering::SeqCst);
-    let a_tasks = a.active().await;
     let a_stats = a.get("/stats/").await.unwrap_or_default();
     let status = a.proc.kill9();
     // Where the killed worker left its tasks: nobody writes their changelog partitions or
@@ -867,8 +896,9 @@ async fn kill_and_join(reference: Reference) {
     let mine = |v: &[i64]| a_tasks.iter().map(|p| v[*p as usize]).collect::<Vec<_>>();
     eprintln!(
         "SIGKILLed worker a ({status}) {:.1} s after the start, {killed_at} events produced; \
-         it had tasks {a_tasks:?} and had handled {} events by topic {}; for its tasks: \
-         transactions ends {:?}, committed {:?}; repartition committed {:?}",
+         it had tasks {a_tasks:?} and had handled {} events by topic {}, processed but not \
+         committed {uncommitted:?}; for its tasks: transactions ends {:?}, committed {:?}; \
+         repartition committed {:?}",
         started.elapsed().as_secs_f64(),
         a_stats["messages_in"],
         a_stats["events_by_topic"],
