@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -56,10 +56,10 @@ const TASKS: i32 = 8;
 const TICK: Duration = Duration::from_millis(100);
 
 /// The tests of this file run one at a time: each starts several worker processes.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 fn large() -> bool {
@@ -294,41 +294,10 @@ async fn start_broker() -> TestBroker {
     broker
 }
 
-/// Kafka's murmur2 (as `faust-rs/src/table/partitioner.rs`, which is crate-private).
-fn murmur2(data: &[u8]) -> u32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    let mut h: u32 = SEED ^ (data.len() as u32);
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> 24;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let tail = chunks.remainder();
-    if tail.len() >= 3 {
-        h ^= u32::from(tail[2]) << 16;
-    }
-    if tail.len() >= 2 {
-        h ^= u32::from(tail[1]) << 8;
-    }
-    if !tail.is_empty() {
-        h ^= u32::from(tail[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h
-}
-
 /// The task (partition) of a user: where `group_by` sends its transactions (the key is
 /// the user id's bytes) and where its total lives.
 fn task_of(user: &str) -> i32 {
-    ((murmur2(user.as_bytes()) & 0x7fff_ffff) % TASKS as u32) as i32
+    faust::table::partition_for(user.as_bytes(), TASKS)
 }
 
 /// Event `i`: a user (pseudo-random among `users`) and the amount `i + 1`, distinct per
@@ -533,9 +502,12 @@ struct PartitionLog {
     aborted: u64,
     commit_markers: u64,
     abort_markers: u64,
-    /// The commit markers: offset and source positions (topic, partition, next offset).
-    markers: Vec<(i64, Vec<(String, i32, i64)>)>,
+    /// The commit markers: offset and source positions.
+    markers: Vec<(i64, Positions)>,
 }
+
+/// Source positions of a commit marker: (topic, partition, next offset).
+type Positions = Vec<(String, i32, i64)>;
 
 /// Reads the changelog of `user_to_amount` from its beginning, applying the marker rules,
 /// and then what is appended to it.
@@ -827,7 +799,7 @@ async fn three_workers_table_is_exactly_its_source_through_a_kill_and_a_join() {
 }
 
 async fn kill_and_join(reference: Reference) {
-    let _serial = serial();
+    let _serial = serial().await;
     let started = Instant::now();
     let (events, users, rate) = if large() {
         (1_000_000u64, 10_000u64, 20_000u64)
@@ -1071,7 +1043,7 @@ impl Drop for StopOnDrop {
 /// one did); a start on an empty one reads all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_replays_only_the_changelog_tail() {
-    let _serial = serial();
+    let _serial = serial().await;
     let started = Instant::now();
     let (events, users) = if large() {
         (200_000u64, 10_000u64)
@@ -1178,7 +1150,7 @@ async fn a_restart_replays_only_the_changelog_tail() {
 /// survivor takes its tasks over, reading only what its copies lacked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_owner_s_standby_takes_over() {
-    let _serial = serial();
+    let _serial = serial().await;
     let started = Instant::now();
     let (events, users) = if large() {
         (200_000u64, 10_000u64)
@@ -1345,7 +1317,7 @@ async fn a_killed_owner_s_standby_takes_over() {
 /// tasks that stay keep being processed through the rebalance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_worker_moves_about_p_over_n_tasks_and_the_others_keep_processing() {
-    let _serial = serial();
+    let _serial = serial().await;
     let started = Instant::now();
     let (users, rate) = if large() {
         (10_000u64, 5_000u64)

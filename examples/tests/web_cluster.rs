@@ -197,37 +197,9 @@ impl Node {
     }
 }
 
-/// Kafka's murmur2, as the tables and the default partitioner use it.
-fn murmur2(data: &[u8]) -> u32 {
-    const M: u32 = 0x5bd1_e995;
-    let mut h: u32 = 0x9747_b28c ^ (data.len() as u32);
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> 24;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M) ^ k;
-    }
-    let t = chunks.remainder();
-    if t.len() >= 3 {
-        h ^= u32::from(t[2]) << 16;
-    }
-    if t.len() >= 2 {
-        h ^= u32::from(t[1]) << 8;
-    }
-    if !t.is_empty() {
-        h ^= u32::from(t[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^ (h >> 15)
-}
-
 /// The task (partition) of a user's key.
 fn task_of(user: &str) -> i32 {
-    ((murmur2(user.as_bytes()) & 0x7fff_ffff) % TASKS as u32) as i32
+    faust::table::partition_for(user.as_bytes(), TASKS)
 }
 
 /// Path segment encoding.

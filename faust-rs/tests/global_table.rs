@@ -44,9 +44,7 @@ async fn every_worker_reads_every_key_of_a_global_table() {
         .collect();
     RawProducer::new(&broker.bootstrap()).send(&records).await;
     let all_there = |t: &Table<String, String>| {
-        (0..40).all(|i| {
-            t.get(&format!("k{i}")).ok().flatten() == Some(format!("name-{i}"))
-        })
+        (0..40).all(|i| t.get(&format!("k{i}")).ok().flatten() == Some(format!("name-{i}")))
     };
     wait_until("worker A holds every key", || all_there(&names_a)).await;
     wait_until("worker B holds every key", || all_there(&names_b)).await;

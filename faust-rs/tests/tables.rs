@@ -129,9 +129,7 @@ async fn table_sums_survive_restarts_and_rebuild_from_the_changelog() {
 async fn bad_changelog(broker: &Broker, app_id: &str) {
     let changelog = format!("{app_id}-totals-changelog");
     let producer = RawProducer::new(&broker.bootstrap());
-    let (p, _) = producer
-        .send(&[Raw::new(&changelog, "5").key("u2")])
-        .await[0];
+    let (p, _) = producer.send(&[Raw::new(&changelog, "5").key("u2")]).await[0];
     producer
         .send(&[
             Raw::new(&changelog, "not a number").key("u1").partition(p),
@@ -163,7 +161,10 @@ async fn bad_changelog_records_are_skipped_with_a_clear_error_or_stop_the_worker
     let dir = tempfile::tempdir().unwrap();
     let (app, totals) = table_app(&broker, "skip-test", dir.path());
     let worker = app.start().await.unwrap();
-    wait_until("u2 is restored", || totals.get(&"u2".to_string()).ok().flatten() == Some(5)).await;
+    wait_until("u2 is restored", || {
+        totals.get(&"u2".to_string()).ok().flatten() == Some(5)
+    })
+    .await;
     assert_eq!(totals.get(&"u1".to_string()).unwrap(), None);
     assert_eq!(worker.monitor().snapshot().decode_errors, 2);
     worker.shutdown().await.unwrap();

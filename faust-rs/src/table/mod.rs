@@ -522,9 +522,11 @@ where
     }
     fn get_json(&self, kb: &[u8], p: i32) -> Result<Option<serde_json::Value>> {
         match self.get_bytes(kb, p)? {
-            Some(v) => Ok(Some(serde_json::to_value(&v).map_err(|e| Error::Table {
-                table: self.name.to_string(),
-                reason: format!("the value does not convert to JSON: {e}"),
+            Some(v) => Ok(Some(serde_json::to_value(&v).map_err(|e| {
+                Error::Table {
+                    table: self.name.to_string(),
+                    reason: format!("the value does not convert to JSON: {e}"),
+                }
             })?)),
             None => Ok(None),
         }
@@ -549,7 +551,9 @@ where
                 Ok(v) => {
                     merged.insert(k, Some(v));
                 }
-                Err(err) => tracing::warn!(table = %self.name, %err, "a stored value does not decode; left out"),
+                Err(err) => {
+                    tracing::warn!(table = %self.name, %err, "a stored value does not decode; left out")
+                }
             }
         }
         {

@@ -94,7 +94,11 @@ pub(crate) fn entries(
         );
     }
     if page_no < pages {
-        let _ = write!(body, "<a href=\"?page={}&amp;size={size}\">next</a>", page_no + 1);
+        let _ = write!(
+            body,
+            "<a href=\"?page={}&amp;size={size}\">next</a>",
+            page_no + 1
+        );
     }
     body.push_str("</p>");
     page(&format!("Table {table}"), &body)
@@ -115,7 +119,10 @@ pub(crate) fn key(table: &str, key: &str, value: &serde_json::Value) -> String {
 
 /// An error.
 pub(crate) fn error(status: u16, message: &str) -> String {
-    page(&format!("Error {status}"), &format!("<p>{}</p>", escape(message)))
+    page(
+        &format!("Error {status}"),
+        &format!("<p>{}</p>", escape(message)),
+    )
 }
 
 /// The cluster map.
@@ -136,9 +143,16 @@ pub(crate) fn cluster(map: &crate::cluster::ClusterMap, me: &str) -> String {
         }
     };
     for p in 0..map.tasks {
-        let owner = map.owner(p).map(link).unwrap_or_else(|| "<span class=\"muted\">none</span>".into());
+        let owner = map
+            .owner(p)
+            .map(link)
+            .unwrap_or_else(|| "<span class=\"muted\">none</span>".into());
         let standbys: Vec<String> = map.standbys(p).into_iter().map(link).collect();
-        let _ = write!(body, "<tr><td>{p}</td><td>{owner}</td><td>{}</td></tr>", standbys.join(", "));
+        let _ = write!(
+            body,
+            "<tr><td>{p}</td><td>{owner}</td><td>{}</td></tr>",
+            standbys.join(", ")
+        );
     }
     body.push_str("</table>");
     page("Cluster", &body)
@@ -150,7 +164,11 @@ mod tests {
 
     #[test]
     fn dynamic_text_is_escaped() {
-        let html = key("t<1>", "<script>alert('x')</script>", &serde_json::json!("a&b"));
+        let html = key(
+            "t<1>",
+            "<script>alert('x')</script>",
+            &serde_json::json!("a&b"),
+        );
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
         assert!(html.contains("a&amp;b"));

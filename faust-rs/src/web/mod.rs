@@ -40,6 +40,7 @@ pub(crate) fn router(app: App, rt: Arc<Runtime>) -> Router {
         .merge(stats::routes())
         .merge(dashboard::routes())
         .merge(tables::routes())
+        .fallback(tables::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(tables::MAX_BODY))
         .with_state(WebState {
             app,

@@ -44,6 +44,13 @@ const MAX_PAGE_SIZE: usize = 10_000;
 /// Bodies larger than this are refused.
 pub(crate) const MAX_BODY: usize = 1 << 20;
 
+/// The answer for a URL no route matches: a JSON (or HTML) 404.
+pub(crate) async fn not_found(headers: HeaderMap, uri: Uri) -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, format!("nothing at {}", uri.path()))
+        .html(wants_html(&headers))
+        .into_response()
+}
+
 pub(crate) fn routes() -> Router<WebState> {
     Router::new()
         .route("/api/table", get(list))
@@ -107,7 +114,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = if self.html {
-            (self.status, Html(html::error(self.status.as_u16(), &self.message))).into_response()
+            (
+                self.status,
+                Html(html::error(self.status.as_u16(), &self.message)),
+            )
+                .into_response()
         } else {
             (self.status, Json(json!({"error": self.message}))).into_response()
         };
@@ -134,19 +145,22 @@ fn public_table(s: &WebState, name: &str, html: bool) -> Result<Arc<dyn TableCor
         .filter(|t| t.is_public())
         .cloned()
         .ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, format!("no public table named {name:?}")).html(html)
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no public table named {name:?}"),
+            )
+            .html(html)
         })
 }
 
 async fn list(State(s): State<WebState>, headers: HeaderMap) -> Response {
-    let names: Vec<String> = s
-        .rt
-        .tables
-        .cores
-        .iter()
-        .filter(|t| t.is_public())
-        .map(|t| t.name().to_owned())
-        .collect();
+    let names: Vec<String> =
+        s.rt.tables
+            .cores
+            .iter()
+            .filter(|t| t.is_public())
+            .map(|t| t.name().to_owned())
+            .collect();
     if wants_html(&headers) {
         return Html(html::tables(&names)).into_response();
     }
@@ -203,7 +217,8 @@ async fn page(
     let Query(q) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()).html(html))?;
     let table = public_table(&s, &name, html)?;
-    let local = local_entries(&s, table.as_ref()).map_err(|e| ApiError::from_error(&e).html(html))?;
+    let local =
+        local_entries(&s, table.as_ref()).map_err(|e| ApiError::from_error(&e).html(html))?;
     if q.local == Some(1) || headers.contains_key(FORWARDED) {
         let results: serde_json::Map<String, Value> = local.into_iter().collect();
         return Ok(Json(json!({ "results": results })).into_response());
@@ -213,8 +228,15 @@ async fn page(
     let me = my_id(&s);
     let mut missing = Vec::new();
     if let Some(map) = cluster_map(&s) {
+        // Ask the owner of each task this worker does not process (a worker that died
+        // but still appears in the map is not asked once its tasks have new owners).
+        let here = s.rt.active.borrow().clone();
+        let owners: std::collections::BTreeSet<String> = (0..table.partitions())
+            .filter(|p| !here.contains(p))
+            .filter_map(|p| map.owner(p).map(|w| w.id.clone()))
+            .collect();
         for w in map.workers.values() {
-            if Some(&w.id) == me.as_ref() || w.active.is_empty() {
+            if Some(&w.id) == me.as_ref() || !owners.contains(&w.id) {
                 continue;
             }
             let Some(url) = &w.url else {
@@ -329,9 +351,10 @@ async fn key_op(
     uri: Uri,
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let html = wants_html(&headers);
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()).html(html))?;
     let Path((name, key)) =
         path.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()).html(html))?;
     let table = public_table(&s, &name, html)?;
@@ -378,17 +401,32 @@ async fn key_op(
         Ok(Target::Standby) => read(&s, table.as_ref(), &key, &kb, p, true, html),
         Ok(Target::Local) => {
             if method == Method::DELETE {
-                write_local(&s, table.as_ref(), kb, p, None).await?;
-                Ok(Json(json!({ "deleted": key })).into_response())
+                write_local(&s, table.as_ref(), kb, p, None)
+                    .await
+                    .map_err(|e| e.html(html))?;
+                Ok(served_here(
+                    &s,
+                    Json(json!({ "deleted": key })).into_response(),
+                ))
             } else if let Some(v) = value {
-                write_local(&s, table.as_ref(), kb, p, Some(v.clone())).await?;
-                Ok(Json(json!({ key: v })).into_response())
+                write_local(&s, table.as_ref(), kb, p, Some(v.clone()))
+                    .await
+                    .map_err(|e| e.html(html))?;
+                Ok(served_here(&s, Json(json!({ key: v })).into_response()))
             } else {
                 read(&s, table.as_ref(), &key, &kb, p, false, html)
             }
         }
         Err(e) => Err(e.html(html)),
     }
+}
+
+/// Names this worker in `x-faust-served-by`.
+fn served_here(s: &WebState, mut response: Response) -> Response {
+    if let Some(id) = my_id(s).and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response.headers_mut().insert(SERVED_BY, id);
+    }
+    response
 }
 
 fn read(
@@ -420,10 +458,7 @@ fn read(
             .headers_mut()
             .insert(STANDBY, HeaderValue::from_static("true"));
     }
-    if let Some(id) = my_id(s).and_then(|id| HeaderValue::from_str(&id).ok()) {
-        response.headers_mut().insert(SERVED_BY, id);
-    }
-    Ok(response)
+    Ok(served_here(s, response))
 }
 
 /// Writes (or deletes) a key here, and waits until the write is in the changelog.
@@ -438,7 +473,9 @@ async fn write_local(
     {
         let _inside = tables.enter(p).await;
         match value {
-            Some(v) => table.set_json(kb, p, v).map_err(|e| ApiError::from_error(&e))?,
+            Some(v) => table
+                .set_json(kb, p, v)
+                .map_err(|e| ApiError::from_error(&e))?,
             None => table.delete_key(kb, p),
         }
     }
@@ -490,8 +527,12 @@ fn parse_value(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
 }
 
 fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the form is not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the form is not UTF-8: {e}"),
+        )
+    })?;
     let mut out = Vec::new();
     for pair in text.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -501,7 +542,12 @@ fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 fn percent_decode(text: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::new(StatusCode::BAD_REQUEST, "a form field is not valid percent-encoding");
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "a form field is not valid percent-encoding",
+        )
+    };
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

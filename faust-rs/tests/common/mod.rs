@@ -371,36 +371,8 @@ pub(crate) fn header(m: &Message, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// Kafka's murmur2 hash (as the default partitioner and the tables use it).
-pub(crate) fn murmur2(data: &[u8]) -> u32 {
-    const M: u32 = 0x5bd1_e995;
-    let mut h: u32 = 0x9747_b28c ^ (data.len() as u32);
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> 24;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M) ^ k;
-    }
-    let t = chunks.remainder();
-    if t.len() >= 3 {
-        h ^= u32::from(t[2]) << 16;
-    }
-    if t.len() >= 2 {
-        h ^= u32::from(t[1]) << 8;
-    }
-    if !t.is_empty() {
-        h ^= u32::from(t[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^ (h >> 15)
-}
-
-/// The partition of `key` among `partitions`, as Kafka's default partitioner (and a
-/// table) puts it.
+/// The partition of `key` among `partitions`: Kafka's default partitioner, as the app's
+/// producer and tables use.
 pub(crate) fn kafka_partition(key: &[u8], partitions: i32) -> i32 {
-    ((murmur2(key) & 0x7fff_ffff) % partitions as u32) as i32
+    faust::table::partition_for(key, partitions)
 }
