@@ -178,9 +178,72 @@ pub(crate) struct PartitionAcks {
     signals: Arc<AckSignals>,
     /// The sensors to tell of each acknowledgement, if any is registered.
     sensors: Option<Sensors>,
+    /// Records forwarded from other topics (`group_by`, `through`) carry their origin: the
+    /// highest origin offset handed to each agent, per origin partition, so that a record
+    /// forwarded twice (after a crash of the forwarding worker) is handed out once.
+    origins: Mutex<OriginMarks>,
+    /// `origins` as of the last table flush (what a rewind goes back to).
+    flushed_origins: Mutex<OriginMarks>,
 }
 
+/// (agent, origin topic, origin partition) -> highest origin offset handed out.
+pub(crate) type OriginMarks = std::collections::HashMap<(String, String, i32), i64>;
+
 impl PartitionAcks {
+    /// Whether a record forwarded from (`topic`, `partition`, `offset`) is new for `agent`
+    /// (and records it); `false` for a record forwarded again.
+    pub(crate) fn admit(&self, agent: &str, topic: &str, partition: i32, offset: i64) -> bool {
+        let mut marks = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (agent.to_owned(), topic.to_owned(), partition);
+        match marks.get_mut(&key) {
+            Some(seen) if *seen >= offset => false,
+            Some(seen) => {
+                *seen = offset;
+                true
+            }
+            None => {
+                marks.insert(key, offset);
+                true
+            }
+        }
+    }
+
+    /// The origin marks now.
+    pub(crate) fn origin_marks(&self) -> OriginMarks {
+        self.origins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The marks a flush may make durable: the current ones, or, while a failed record
+    /// waits for its rewind, those of the last flush (the failed record's origin must stay
+    /// admissible, so that it is processed again).
+    pub(crate) fn flushable_origin_marks(&self) -> OriginMarks {
+        if self.failed().is_some() {
+            return self
+                .flushed_origins
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+        }
+        self.origin_marks()
+    }
+
+    /// The marks a flush made durable.
+    pub(crate) fn set_flushed_origins(&self, marks: OriginMarks) {
+        *self
+            .flushed_origins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = marks;
+    }
+
+    /// Starts from marks restored with the tables.
+    pub(crate) fn seed_origins(&self, marks: OriginMarks) {
+        *self.origins.lock().unwrap_or_else(|e| e.into_inner()) = marks.clone();
+        self.set_flushed_origins(marks);
+    }
+
     pub(crate) fn new(topic: Arc<str>, partition: i32, signals: Arc<AckSignals>) -> Self {
         Self {
             topic,
@@ -190,6 +253,8 @@ impl PartitionAcks {
             epoch: AtomicU64::new(0),
             sensors: signals.monitor.as_ref().and_then(|m| m.sensors_if_any()),
             signals,
+            origins: Mutex::default(),
+            flushed_origins: Mutex::default(),
         }
     }
 
@@ -293,6 +358,14 @@ impl PartitionAcks {
         w.runs.clear();
         w.next = point;
         w.failed = None;
+        // Records read again after the rewind are handed out again, except those whose
+        // effect a flush already made durable.
+        let flushed = self
+            .flushed_origins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        *self.origins.lock().unwrap_or_else(|e| e.into_inner()) = flushed;
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.closing.store(false, Ordering::Release);
         point
@@ -394,5 +467,31 @@ mod tests {
         let again = a.track(&[1]);
         again.ack(0);
         assert_eq!(a.commit_point(), Some(2));
+    }
+
+    #[test]
+    fn records_forwarded_again_are_not_admitted_and_a_rewind_reopens_the_unflushed_ones() {
+        let a = acks();
+        assert!(a.admit("agent", "src", 0, 5));
+        assert!(a.admit("agent", "src", 0, 6));
+        assert!(!a.admit("agent", "src", 0, 6), "forwarded again");
+        assert!(!a.admit("agent", "src", 0, 3));
+        assert!(a.admit("other", "src", 0, 6), "marks are per agent");
+        assert!(a.admit("agent", "src", 1, 0), "and per origin partition");
+        a.set_flushed_origins(a.flushable_origin_marks());
+        assert!(a.admit("agent", "src", 0, 7));
+        let run = a.track(&[0]);
+        run.fail(0);
+        assert_eq!(
+            a.flushable_origin_marks()[&("agent".to_string(), "src".to_string(), 0)],
+            6,
+            "a failure pending: the last flush's marks"
+        );
+        a.reset();
+        assert!(
+            a.admit("agent", "src", 0, 7),
+            "after the rewind, 7 is processed again"
+        );
+        assert!(!a.admit("agent", "src", 0, 6));
     }
 }

@@ -148,8 +148,14 @@ where
                         for sink in &sinks {
                             match sink {
                                 Sink::Topic(t) => {
-                                    forward(t, event.key.as_ref(), &event.value, &event.origin)
-                                        .await
+                                    forward(
+                                        t,
+                                        event.key.as_ref(),
+                                        &event.value,
+                                        &event.origin,
+                                        false,
+                                    )
+                                    .await
                                 }
                                 Sink::Fn(f) => f(event.key.clone(), event.value.clone()).await,
                             }

@@ -249,7 +249,13 @@ impl Conductor {
             if let Err(err) = self
                 .rt
                 .tables
-                .abort(&self.rt.producer, table, p, sources.clone())
+                .abort(
+                    &self.rt.producer,
+                    table,
+                    p,
+                    sources.clone(),
+                    restored.origins.clone(),
+                )
                 .await
             {
                 tracing::error!(partition = p, %err, "writing an abort marker failed; restoring again");
@@ -285,6 +291,8 @@ impl Conductor {
                 }
             }
         }
+        // Records forwarded again by a worker that died are recognised by their origin.
+        self.rt.seed_origins(p, &restored.origins);
         let mut tpl = TopicPartitionList::new();
         for (t, sp) in self.task_partitions(p) {
             let offset = at

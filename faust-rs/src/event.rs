@@ -45,6 +45,11 @@ impl Inbound {
         })
     }
 
+    /// The window of the record's partition.
+    pub(crate) fn acks(&self) -> &Arc<crate::acks::PartitionAcks> {
+        &self.run.acks
+    }
+
     /// Whether the record must not be processed: its partition is closing (revoked or
     /// rewinding), or it was tracked before a rewind.
     pub(crate) fn is_stale(&self) -> bool {
@@ -126,6 +131,14 @@ impl Origin {
 
     pub(crate) fn is_none(&self) -> bool {
         matches!(self.records, Records::None)
+    }
+
+    /// The record, if the event came from exactly one.
+    pub(crate) fn single(&self) -> Option<&Arc<Inbound>> {
+        match &self.records {
+            Records::One(i) => Some(i),
+            _ => None,
+        }
     }
 
     pub(crate) fn first(&self) -> Option<&Arc<Inbound>> {

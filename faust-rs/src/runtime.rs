@@ -206,6 +206,20 @@ impl Runtime {
             .collect()
     }
 
+    /// Starts task `p`'s partitions from the origin marks restored with its tables.
+    pub(crate) fn seed_origins(&self, p: i32, marks: &[crate::table::changelog::OriginMark]) {
+        let mut by_carrier: HashMap<&str, crate::acks::OriginMarks> = HashMap::new();
+        for (carrier, agent, t, op, o) in marks {
+            by_carrier
+                .entry(carrier.as_str())
+                .or_default()
+                .insert((agent.clone(), t.clone(), *op), *o);
+        }
+        for (carrier, m) in by_carrier {
+            self.partition(carrier, p).seed_origins(m);
+        }
+    }
+
     /// The tasks this worker processes changed.
     pub(crate) fn on_tasks_changed(&self, active: &BTreeSet<i32>) {
         self.active.send_if_modified(|a| {
@@ -258,11 +272,12 @@ impl Runtime {
             }
         } else {
             let mut pending = Vec::new();
+            let mut flushed_marks = Vec::new();
             for n in flush {
                 let parts = by_partition.remove(&n).unwrap_or_default();
                 // Under the partition's gate, no agent is inside an event of it: the
                 // commit points and the pending writes agree.
-                let (sources, changes) = self
+                let (sources, marks, changes) = self
                     .tables
                     .exclusive(n, || {
                         let sources: Vec<(String, i32, i64)> = parts
@@ -272,9 +287,22 @@ impl Runtime {
                                     .map(|point| (p.topic.to_string(), p.partition, point))
                             })
                             .collect();
-                        (sources, self.tables.begin(n))
+                        let marks: Vec<_> = parts
+                            .iter()
+                            .map(|p| (p.clone(), p.flushable_origin_marks()))
+                            .collect();
+                        (sources, marks, self.tables.begin(n))
                     })
                     .await;
+                let origins: Vec<crate::table::changelog::OriginMark> = marks
+                    .iter()
+                    .flat_map(|(p, m)| {
+                        m.iter().map(|((agent, t, op), o)| {
+                            (p.topic.to_string(), agent.clone(), t.clone(), *op, *o)
+                        })
+                    })
+                    .collect();
+                flushed_marks.extend(marks);
                 let changes = match changes {
                     Ok(c) => c,
                     Err(err) => {
@@ -288,6 +316,7 @@ impl Runtime {
                 pending.push(Pending {
                     partition: n,
                     sources,
+                    origins,
                     changes,
                 });
             }
@@ -298,6 +327,9 @@ impl Runtime {
             if let Err(err) = self.tables.flush(&self.producer, pending).await {
                 tracing::warn!(%err, "flushing tables failed; offsets not committed, will retry");
                 return;
+            }
+            for (p, m) in flushed_marks {
+                p.set_flushed_origins(m);
             }
             self.monitor.on_changelog(records as u64);
             self.tables.flushed.send_modify(|n| *n = (*n).max(number));

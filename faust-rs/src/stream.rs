@@ -204,12 +204,33 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
     ///
     /// Cancel safety: cancel safe.
     pub async fn next_item(&mut self) -> Option<(Option<K>, V)> {
-        self.release();
-        let event = self.inner.next().await?;
-        let (key, value, ack) = event.into_parts();
-        self.current = ack.0;
-        self.enter().await;
-        Some((key, value))
+        loop {
+            self.release();
+            let event = self.inner.next().await?;
+            let (key, value, ack) = event.into_parts();
+            self.current = ack.0;
+            self.enter().await;
+            if !self.forwarded_again() {
+                return Some((key, value));
+            }
+        }
+    }
+
+    /// Whether the current event is a record forwarded a second time (its forwarder died
+    /// before committing its source): then it is acknowledged and skipped. Checked inside
+    /// the partition's gate, so a table flush sees either the event done or not admitted.
+    fn forwarded_again(&self) -> bool {
+        let Some(inbound) = self.current.single() else {
+            return false;
+        };
+        let Some((t, p, o)) = origin_of(&inbound.message) else {
+            return false;
+        };
+        let again = !inbound.acks().admit(&self.ctx.agent, &t, p, o);
+        if again {
+            tracing::debug!(origin_topic = %t, origin_partition = p, origin_offset = o, "skipping a record forwarded again");
+        }
+        again
     }
 
     /// Acknowledges the current event, then leaves its partitions.
@@ -254,11 +275,15 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
     ///
     /// Cancel safety: cancel safe.
     pub async fn next_event(&mut self) -> Option<Event<K, V>> {
-        self.release();
-        let event = self.inner.next().await?;
-        self.current = event.origin.clone();
-        self.enter().await;
-        Some(event)
+        loop {
+            self.release();
+            let event = self.inner.next().await?;
+            self.current = event.origin.clone();
+            self.enter().await;
+            if !self.forwarded_again() {
+                return Some(event);
+            }
+        }
     }
 
     /// Transforms values.
@@ -342,7 +367,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
                 let topics = topics.clone();
                 async move {
                     for t in topics.iter() {
-                        forward(t, e.key.as_ref(), &e.value, &e.origin).await;
+                        forward(t, e.key.as_ref(), &e.value, &e.origin, false).await;
                     }
                     e
                 }
@@ -359,11 +384,12 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
     {
         let ctx = self.ctx.clone();
         let out = topic.clone();
+        let tag = ctx.instances == 1;
         let (mut inner, _) = self.take_inner();
         ctx.spawn(async move {
             while let Some(e) = inner.next().await {
                 let started = std::time::Instant::now();
-                forward(&out, e.key.as_ref(), &e.value, &e.origin).await;
+                forward(&out, e.key.as_ref(), &e.value, &e.origin, tag).await;
                 if let Ok(rt) = out.app.runtime() {
                     rt.monitor.on_through(started.elapsed());
                 }
@@ -386,12 +412,13 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         let topic_name = app.internal_topic(&format!("{name}-repartition"));
         let topic: Topic<K2, V> = Topic::json(app, &topic_name);
         let out = topic.clone();
+        let tag = ctx.instances == 1;
         let (mut inner, _) = self.take_inner();
         ctx.spawn(async move {
             while let Some(e) = inner.next().await {
                 let started = std::time::Instant::now();
                 let k = key(&e.value);
-                forward(&out, Some(&k), &e.value, &e.origin).await;
+                forward(&out, Some(&k), &e.value, &e.origin, tag).await;
                 if let Ok(rt) = out.app.runtime() {
                     rt.monitor.on_group_by(started.elapsed());
                 }
@@ -439,21 +466,46 @@ where
     }
 }
 
+/// The header of forwarded records: `<topic>/<partition>/<offset>` of their source record.
+pub(crate) const ORIGIN_HEADER: &str = "faust-origin";
+
+/// The origin of a forwarded record (topic names cannot contain `/`).
+fn origin_of(m: &rdkafka_async::Message) -> Option<(String, i32, i64)> {
+    let raw = m.headers().last(ORIGIN_HEADER)??;
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut parts = text.rsplitn(3, '/');
+    let offset = parts.next()?.parse().ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    let topic = parts.next()?.to_owned();
+    Some((topic, partition, offset))
+}
+
 /// Sends a copy of an event to `topic`; `origin` is acknowledged only after delivery (a
-/// failed delivery fails it: the record is consumed again).
+/// failed delivery fails it: the record is consumed again). With `tag`, the copy carries
+/// its source record's position (`ORIGIN_HEADER`): only for forwards that keep the source
+/// order (one agent instance), since the reader skips any origin at or below the highest it
+/// has seen.
 pub(crate) async fn forward<K2, V2>(
     topic: &Topic<K2, V2>,
     key: Option<&K2>,
     value: &V2,
     origin: &Origin,
+    tag: bool,
 ) where
     K2: Send + Sync + 'static,
     V2: Send + Sync + 'static,
 {
-    match topic
-        .enqueue(key, value, &crate::topic::SendOptions::default())
-        .await
-    {
+    // The record carries its origin, so that the reader can skip it if it is forwarded
+    // again (see `origin_of`).
+    let mut options = crate::topic::SendOptions::default();
+    if let Some(o) = origin.single().filter(|_| tag) {
+        let m = &o.message;
+        options = options.header(
+            ORIGIN_HEADER,
+            format!("{}/{}/{}", m.topic(), m.partition(), m.offset()),
+        );
+    }
+    match topic.enqueue(key, value, &options).await {
         Ok(delivery) => {
             let origin = origin.clone();
             let name = topic.name.clone();

@@ -24,7 +24,14 @@ pub(crate) const ABORT: &[u8] = b"abort";
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Marker {
     pub(crate) sources: Vec<(String, i32, i64)>,
+    /// The highest origin handed out per (carrier topic, agent, origin topic, origin
+    /// partition), for records forwarded by `group_by`/`through` (see `stream::forward`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) origins: Vec<OriginMark>,
 }
+
+/// (carrier topic, agent, origin topic, origin partition, highest origin offset).
+pub(crate) type OriginMark = (String, String, String, i32, i64);
 
 /// What a changelog record is.
 #[derive(Debug, PartialEq, Eq)]

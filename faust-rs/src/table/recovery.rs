@@ -37,6 +37,8 @@ pub(crate) struct Restored {
     pub(crate) unfinished: Vec<String>,
     /// Records applied.
     pub(crate) records: u64,
+    /// The origin marks of the last commit markers (the lowest per key if tables differ).
+    pub(crate) origins: Vec<super::changelog::OriginMark>,
 }
 
 enum Command {
@@ -121,6 +123,22 @@ impl Recovery {
 
 fn stopped() -> Error {
     Error::Lifecycle("the recovery task stopped".into())
+}
+
+/// Merges origin marks, keeping the lowest offset per key (what every table has applied).
+fn merge_origins(
+    into: &mut Vec<super::changelog::OriginMark>,
+    more: &[super::changelog::OriginMark],
+) {
+    for m in more {
+        match into
+            .iter_mut()
+            .find(|x| (&x.0, &x.1, &x.2, x.3) == (&m.0, &m.1, &m.2, m.3))
+        {
+            Some(x) => x.4 = x.4.min(m.4),
+            None => into.push(m.clone()),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -542,6 +560,7 @@ impl Reader {
                             .and_modify(|x| *x = (*x).min(*o))
                             .or_insert(*o);
                     }
+                    merge_origins(&mut pending.result.origins, &r.applier.origins);
                 }
                 self.finish_restore_if_done(p).await;
             }
@@ -564,6 +583,9 @@ impl Reader {
                     Ok(Some(cp)) => {
                         for (topic, sp, o) in cp.sources {
                             pending.result.sources.entry((topic, sp)).or_insert(o);
+                        }
+                        if pending.result.origins.is_empty() {
+                            pending.result.origins = cp.origins;
                         }
                     }
                     Ok(None) => {}

@@ -1,7 +1,7 @@
 //! Applying a changelog partition to the store: data is held until the commit marker
 //! that ends its flush (see [`super::changelog`]).
 
-use super::changelog::{Entry, Marker};
+use super::changelog::{Entry, Marker, OriginMark};
 use super::store::{Change, Checkpoint};
 
 /// Above this many held records, data is applied without waiting for its marker (a
@@ -18,6 +18,8 @@ pub(crate) struct Applier {
     checkpoint: Option<Checkpoint>,
     /// The source offsets of the last commit marker seen (or stored).
     pub(crate) sources: Vec<(String, i32, i64)>,
+    /// Its origin marks.
+    pub(crate) origins: Vec<OriginMark>,
     /// Records applied (made ready) so far.
     pub(crate) applied: u64,
 }
@@ -27,6 +29,7 @@ impl Applier {
     pub(crate) fn new(stored: Option<&Checkpoint>) -> Self {
         Self {
             sources: stored.map(|c| c.sources.clone()).unwrap_or_default(),
+            origins: stored.map(|c| c.origins.clone()).unwrap_or_default(),
             ..Self::default()
         }
     }
@@ -44,7 +47,10 @@ impl Applier {
                     self.release(offset, None);
                 }
             }
-            Entry::Commit(Marker { sources }) => self.release(offset, Some(sources)),
+            Entry::Commit(Marker { sources, origins }) => {
+                self.origins = origins;
+                self.release(offset, Some(sources));
+            }
             Entry::Abort => {
                 if !self.held.is_empty() {
                     tracing::info!(
@@ -53,10 +59,7 @@ impl Applier {
                     );
                 }
                 self.held.clear();
-                self.checkpoint = Some(Checkpoint {
-                    changelog: offset + 1,
-                    sources: self.sources.clone(),
-                });
+                self.checkpoint = Some(self.here(offset));
             }
         }
     }
@@ -70,10 +73,7 @@ impl Applier {
     /// Skips a record that is not a changelog record (logged by the caller).
     pub(crate) fn skip(&mut self, offset: i64) {
         if self.held.is_empty() {
-            self.checkpoint = Some(Checkpoint {
-                changelog: offset + 1,
-                sources: self.sources.clone(),
-            });
+            self.checkpoint = Some(self.here(offset));
         }
     }
 
@@ -83,10 +83,16 @@ impl Applier {
         }
         self.applied += self.held.len() as u64;
         self.ready.append(&mut self.held);
-        self.checkpoint = Some(Checkpoint {
+        self.checkpoint = Some(self.here(offset));
+    }
+
+    /// The checkpoint after record `offset`.
+    fn here(&self, offset: i64) -> Checkpoint {
+        Checkpoint {
             changelog: offset + 1,
             sources: self.sources.clone(),
-        });
+            origins: self.origins.clone(),
+        }
     }
 
     /// What to write now: changes and the checkpoint after them (`None` if nothing moved).
@@ -118,6 +124,7 @@ mod tests {
     fn commit(offset: i64) -> Entry {
         Entry::Commit(Marker {
             sources: vec![("src".into(), 0, offset)],
+            origins: Vec::new(),
         })
     }
 

@@ -26,6 +26,9 @@ pub(crate) struct Checkpoint {
     pub(crate) changelog: i64,
     #[serde(default)]
     pub(crate) sources: Vec<(String, i32, i64)>,
+    /// The origin marks of forwarded records (see `changelog::Marker`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) origins: Vec<super::changelog::OriginMark>,
 }
 
 /// One change to write: a key and its new value (`None`: deleted).
@@ -326,6 +329,7 @@ mod tests {
                     checkpoint: Some(Checkpoint {
                         changelog: 7,
                         sources: vec![("src".into(), 3, 42)],
+                        origins: Vec::new(),
                     }),
                 }])
                 .unwrap();

@@ -22,6 +22,8 @@ pub(crate) type TableChanges = Vec<(Arc<dyn TableCore>, Vec<Change>)>;
 pub(crate) struct Pending {
     pub(crate) partition: i32,
     pub(crate) sources: Sources,
+    /// The origin marks of forwarded records read by the task.
+    pub(crate) origins: Vec<super::changelog::OriginMark>,
     pub(crate) changes: TableChanges,
 }
 
@@ -176,6 +178,7 @@ impl Tables {
                     Some(
                         serde_json::to_vec(&Marker {
                             sources: part.sources.clone(),
+                            origins: part.origins.clone(),
                         })
                         .map_err(|e| Error::Store(format!("marker: {e}")))?,
                     )
@@ -212,6 +215,7 @@ impl Tables {
                 checkpoint: Some(Checkpoint {
                     changelog: delivered.offset + 1,
                     sources: part.sources.clone(),
+                    origins: part.origins.clone(),
                 }),
             });
         }
@@ -233,6 +237,7 @@ impl Tables {
         table: &str,
         p: i32,
         sources: Sources,
+        origins: Vec<super::changelog::OriginMark>,
     ) -> Result<()> {
         let Some(core) = self.by_name(table) else {
             return Ok(());
@@ -250,6 +255,7 @@ impl Tables {
                 checkpoint: Some(Checkpoint {
                     changelog: delivered.offset + 1,
                     sources,
+                    origins,
                 }),
             }])
             .await
