@@ -110,6 +110,32 @@ pub(crate) fn thousands(x: f64) -> String {
     out
 }
 
+/// The records stored in `topic` (the sum of its partitions' high watermarks); fails if
+/// the mock dropped any (a low watermark above 0: past its 5 MiB per partition).
+pub(crate) async fn stored_records(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<i64> {
+    let probe = rdkafka_async::Consumer::new(
+        rdkafka_async::ClientConfig::new()
+            .bootstrap_servers(bootstrap)
+            .group_id("faust-bench-probe"),
+    )?;
+    let mut total = 0;
+    for p in 0..partitions {
+        let (low, high) = probe
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .await?;
+        anyhow::ensure!(
+            low == 0,
+            "the mock dropped records of {topic}[{p}] (low watermark {low}, high {high}): past its 5 MiB per partition"
+        );
+        total += high;
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

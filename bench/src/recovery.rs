@@ -296,22 +296,7 @@ async fn produce(bootstrap: &str, args: &RecoveryArgs) -> Result<()> {
     for d in pending {
         d.await?;
     }
-    let probe = Consumer::new(
-        ClientConfig::new()
-            .bootstrap_servers(bootstrap)
-            .group_id("recovery-probe"),
-    )?;
-    let mut total = 0;
-    for p in 0..args.partitions {
-        let (low, high) = probe
-            .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
-            .await?;
-        ensure!(
-            low == 0,
-            "the mock dropped events of {TOPIC}[{p}] (low watermark {low})"
-        );
-        total += high;
-    }
+    let total = crate::measure::stored_records(bootstrap, TOPIC, args.partitions).await?;
     ensure!(
         total as u64 == args.keys,
         "{total} events stored, expected {}",

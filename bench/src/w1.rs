@@ -140,22 +140,7 @@ pub(crate) async fn produce(bootstrap: &str, args: &W1Args) -> Result<HashMap<St
     for d in pending {
         d.await?;
     }
-    let probe = Consumer::new(
-        ClientConfig::new()
-            .bootstrap_servers(bootstrap)
-            .group_id("w1-probe"),
-    )?;
-    let mut total = 0;
-    for p in 0..args.partitions {
-        let (low, high) = probe
-            .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
-            .await?;
-        ensure!(
-            low == 0,
-            "the mock dropped events of partition {p} (low watermark {low})"
-        );
-        total += high;
-    }
+    let total = crate::measure::stored_records(bootstrap, TOPIC, args.partitions).await?;
     ensure!(
         total as u64 == args.events,
         "{total} events stored, expected {}",

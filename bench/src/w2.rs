@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use rdkafka_async::{ClientConfig, Consumer, MockCluster};
+use rdkafka_async::MockCluster;
 
 use crate::measure::{thousands, Run, Span, Trials};
 use crate::w1::{self, Transaction, W1Args, TOPIC};
@@ -293,21 +293,5 @@ async fn table_trial(
 
 /// The changelog's total high watermark; fails if the mock dropped any of its records.
 pub(crate) async fn check_changelog(bootstrap: &str, topic: &str, partitions: i32) -> Result<i64> {
-    let probe = Consumer::new(
-        ClientConfig::new()
-            .bootstrap_servers(bootstrap)
-            .group_id("faust-bench-changelog-probe"),
-    )?;
-    let mut total = 0;
-    for p in 0..partitions {
-        let (low, high) = probe
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .await?;
-        ensure!(
-            low == 0,
-            "the mock dropped changelog records of {topic}[{p}] (low watermark {low}, high {high}): past its 5 MiB per partition"
-        );
-        total += high;
-    }
-    Ok(total)
+    crate::measure::stored_records(bootstrap, topic, partitions).await
 }
