@@ -197,6 +197,20 @@ impl ClientConfig {
         self.set("queue.buffering.max.messages", n.to_string())
     }
 
+    /// A boolean property as librdkafka reads it (`true`/`t`/`1`, `false`/`f`/`0`), or
+    /// `default` when unset.
+    pub(crate) fn bool_value(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some("true" | "t" | "1") => Ok(true),
+            Some("false" | "f" | "0") => Ok(false),
+            Some(other) => Err(Error::Config {
+                key: key.to_owned(),
+                reason: format!("expected true or false, got {other:?}"),
+            }),
+        }
+    }
+
     /// The configured `max.poll.interval.ms` (librdkafka's default: 300 s).
     pub(crate) fn max_poll_interval_value(&self) -> Duration {
         self.get("max.poll.interval.ms")

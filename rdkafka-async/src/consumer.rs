@@ -164,6 +164,10 @@ struct Shared {
     messages: IoQueue,
     state: Mutex<State>,
     revoked_count: AtomicUsize,
+    /// The application's `enable.auto.offset.store` (librdkafka's own is always off):
+    /// the offset after a message is stored when the message is handed out, not when
+    /// librdkafka moves it into a batch that may then be purged.
+    auto_store: bool,
     client: Arc<Client>,
 }
 
@@ -282,6 +286,15 @@ impl Buffer {
             if raw.err != sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
                 return Some(Err(message_error(raw)));
             }
+            if shared.auto_store {
+                // SAFETY: a valid consumed message; any returned error is ours to free.
+                let stored =
+                    Error::from_rd_error(unsafe { sys::rd_kafka_offset_store_message(m.ptr()) });
+                if let Err(err) = stored {
+                    // `_STATE`: the partition is no longer assigned; its offset must not move.
+                    tracing::debug!(target: "rdkafka_async", %err, partition = raw.partition, offset = raw.offset, "offset not stored");
+                }
+            }
             return Some(Ok(Message::new(m, shared.client.clone())));
         }
         None
@@ -379,9 +392,11 @@ impl Consumer {
     /// Creates a consumer (`group.id` is needed to subscribe or commit). Must be called
     /// inside a tokio runtime (I/O and time enabled).
     pub fn new(config: ClientConfig) -> Result<Self> {
+        let auto_store = config.bool_value("enable.auto.offset.store", true)?;
+        let native_config = config.clone().enable_auto_offset_store(false);
         let client = Client::new(
             Kind::Consumer,
-            &config,
+            &native_config,
             sys::RD_KAFKA_EVENT_REBALANCE | sys::RD_KAFKA_EVENT_OFFSET_COMMIT,
         )?;
         let readiness = Readiness::new()?;
@@ -411,6 +426,7 @@ impl Consumer {
                 messages: IoQueue::new(messages, readiness.clone()),
                 state: Mutex::new(State::default()),
                 revoked_count: AtomicUsize::new(0),
+                auto_store,
                 client,
             }),
             readiness,
@@ -627,6 +643,11 @@ impl Consumer {
 
     /// Stores offsets to be committed by auto-commit or [`Consumer::commit_stored`]
     /// (each offset is the next to read: last processed + 1).
+    ///
+    /// With `enable.auto.offset.store=true` (the default) the consumer already stores the
+    /// offset after each message when it hands that message to the application, never
+    /// earlier; turn it off and store after processing for at-least-once processing
+    /// rather than at-least-once delivery (docs: "Delivery guarantees").
     pub fn store_offsets(&self, offsets: &TopicPartitionList) -> Result<()> {
         self.commit_handle().store_offsets(offsets)
     }
