@@ -23,6 +23,9 @@
 //!
 //! `messages_outlive_consumer_and_runtime`: messages read back intact after their
 //! consumer and the runtime it ran on are gone, also on another thread.
+//!
+//! `commit_handle_after_its_consumer_resolves_closed`: a commit through a `CommitHandle`
+//! whose consumer was dropped resolves (with `Closed` once the client stopped), never hangs.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -484,4 +487,34 @@ fn messages_outlive_consumer_and_runtime() -> anyhow::Result<()> {
         start.elapsed()
     );
     Ok(())
+}
+
+/// A commit handle that outlives its consumer: once the consumer's client has stopped
+/// (nothing is left to read librdkafka's answers), a commit resolves with `Closed`
+/// instead of waiting forever.
+#[tokio::test(flavor = "current_thread")]
+async fn commit_handle_after_its_consumer_resolves_closed() -> anyhow::Result<()> {
+    init_tracing();
+    let fx = Fixture::new(1, 1)?;
+    let consumer = Consumer::new(fx.consumer_config(&unique_name("orphan")))?;
+    let handle = consumer.commit_handle();
+    drop(consumer);
+    // The driver exits on its own schedule after the drop: every commit until then is
+    // answered by the broker (or fails), none may hang.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(30), handle.commit_stored())
+            .await
+            .context("a commit through an orphaned handle hung")?;
+        match answer {
+            Err(rdkafka_async::Error::Closed) => return Ok(()),
+            other => {
+                ensure!(
+                    Instant::now() < deadline,
+                    "never closed, last answer {other:?}"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+    }
 }

@@ -352,9 +352,11 @@ pub(crate) struct OpFuture {
 impl Client {
     /// Takes a slot for an operation whose answer arrives on the reply queue; pass
     /// `key_to_opaque(op.key())` to librdkafka, or call `cancel` if it was not started.
+    /// Once the driver has exited (every user handle of the client is gone) the future
+    /// resolves with [`Error::Closed`] instead of waiting for an answer nobody reads.
     pub(crate) fn start_op(self: &Arc<Self>) -> OpFuture {
         OpFuture {
-            key: self.ops.insert(),
+            key: self.ops.insert(|| Err(Error::Closed)),
             client: self.clone(),
             done: false,
         }

@@ -284,17 +284,18 @@ impl Producer {
     /// `_QUEUE_FULL` (retriable).
     pub fn try_send(&self, record: &Record<'_>) -> Result<DeliveryFuture> {
         let client = &self.inner.client;
-        let key = client.deliveries.insert();
+        let key = client.deliveries.insert(|| Err(Error::Closed));
+        // Counted before librdkafka has the message: its delivery report may be handled
+        // on the driver before `produce` returns here.
+        client.in_flight.fetch_add(1, Ordering::AcqRel);
         match self.produce(record, key) {
-            Ok(()) => {
-                client.in_flight.fetch_add(1, Ordering::AcqRel);
-                Ok(DeliveryFuture {
-                    client: client.clone(),
-                    key,
-                    done: false,
-                })
-            }
+            Ok(()) => Ok(DeliveryFuture {
+                client: client.clone(),
+                key,
+                done: false,
+            }),
             Err(err) => {
+                client.in_flight.fetch_sub(1, Ordering::AcqRel);
                 client.deliveries.cancel(key);
                 Err(err)
             }

@@ -6,6 +6,7 @@
 //! operation allocates nothing per message: no boxed oneshot channel.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
@@ -23,6 +24,9 @@ enum Slot<T> {
 /// A slab of completion slots for results of type `T`.
 pub(crate) struct Slots<T> {
     slab: Mutex<Slab<Slot<T>>>,
+    /// Set by [`Slots::fail_all`] (under the slab's lock, read under it too): nothing will
+    /// answer a slot any more, so a new one is born answered.
+    closed: AtomicBool,
 }
 
 impl<T> fmt::Debug for Slots<T> {
@@ -35,6 +39,7 @@ impl<T> Default for Slots<T> {
     fn default() -> Self {
         Self {
             slab: Mutex::new(Slab::new()),
+            closed: AtomicBool::new(false),
         }
     }
 }
@@ -56,9 +61,15 @@ impl<T> Slots<T> {
         self.slab.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a new slot.
-    pub(crate) fn insert(&self) -> usize {
-        self.lock().insert(Slot::Waiting(None))
+    /// Takes a new slot; after [`Slots::fail_all`] the slot already holds `closed()`,
+    /// since nothing is left to answer it.
+    pub(crate) fn insert(&self, closed: impl FnOnce() -> T) -> usize {
+        let mut slab = self.lock();
+        if self.closed.load(Ordering::Relaxed) {
+            slab.insert(Slot::Done(closed()))
+        } else {
+            slab.insert(Slot::Waiting(None))
+        }
     }
 
     /// Frees a slot whose operation never reached librdkafka.
@@ -160,10 +171,12 @@ impl<T> Slots<T> {
             .count()
     }
 
-    /// Fails every waiting slot with `value()` (used when the client goes away).
+    /// Fails every waiting slot with `value()`, and every slot taken later (used when
+    /// the client's driver exits).
     pub(crate) fn fail_all(&self, mut value: impl FnMut() -> T) {
         let wakers: Vec<Waker> = {
             let mut slab = self.lock();
+            self.closed.store(true, Ordering::Relaxed);
             let keys: Vec<usize> = slab.iter().map(|(k, _)| k).collect();
             keys.into_iter()
                 .filter_map(|k| Self::complete_locked(&mut slab, k, value()))
@@ -189,7 +202,7 @@ mod tests {
     #[test]
     fn complete_then_poll_frees_the_slot() {
         let slots = Slots::default();
-        let key = slots.insert();
+        let key = slots.insert(|| 0);
         slots.complete(key, 7);
         let waker = Waker::noop();
         assert_eq!(
@@ -202,7 +215,7 @@ mod tests {
     #[test]
     fn poll_then_complete_wakes() {
         let slots = Slots::default();
-        let key = slots.insert();
+        let key = slots.insert(|| 0);
         let flag = Arc::new(Flag(Default::default()));
         let waker = Waker::from(flag.clone());
         assert_eq!(
@@ -220,13 +233,25 @@ mod tests {
     #[test]
     fn abandoned_slots_are_freed_by_their_answer() {
         let slots = Slots::default();
-        let a = slots.insert();
-        let b = slots.insert();
+        let a = slots.insert(|| 0);
+        let b = slots.insert(|| 0);
         slots.abandon(a);
         slots.complete(b, 2);
         slots.abandon(b);
         assert_eq!(slots.len(), 1, "a waits for its answer");
         slots.complete(a, 1);
+        assert_eq!(slots.len(), 0);
+    }
+
+    #[test]
+    fn slots_taken_after_fail_all_are_answered() {
+        let slots = Slots::default();
+        let before = slots.insert(|| 0);
+        slots.fail_all(|| -1);
+        let after = slots.insert(|| -2);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(slots.poll(before, &mut cx), Poll::Ready(-1));
+        assert_eq!(slots.poll(after, &mut cx), Poll::Ready(-2));
         assert_eq!(slots.len(), 0);
     }
 
