@@ -145,11 +145,15 @@ async fn partition_queue_resumes_at_the_first_message_not_received() -> anyhow::
     wait_for_assignment(&mut consumer, DEADLINE).await?;
     let mut queue = consumer.split_partition_queue(&fx.topic, 0)?;
     for expected in 0..RECEIVED {
-        let m = tokio::select! {
-            m = queue.recv() => m?,
-            e = consumer.next_event() => bail!("the consumer yielded {:?} while its partition was split", e?),
-            () = tokio::time::sleep(DEADLINE) => bail!("nothing on the partition queue"),
+        let next = async {
+            tokio::select! {
+                m = queue.recv() => anyhow::Ok(m?),
+                e = consumer.next_event() => bail!("the consumer yielded {:?} while its partition was split", e?),
+            }
         };
+        let m = tokio::time::timeout(DEADLINE, next)
+            .await
+            .context("nothing on the partition queue")??;
         ensure!(
             m.offset() == expected as i64,
             "offset {} at {expected}",
