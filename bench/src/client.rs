@@ -664,7 +664,7 @@ async fn consume_ours(
         .await?;
     let read = async {
         let assigned = Instant::now();
-        consumer.assign(&tpl)?;
+        consumer.assign(&tpl).await?;
         let first = consumer.recv().await?;
         let startup = assigned.elapsed();
         let mut bytes = first.payload().map_or(0, <[u8]>::len) as u64;
@@ -774,7 +774,7 @@ async fn latency_ours(
     let mut consumer = Consumer::new(consumer_config)?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_range(&topic, 0..LATENCY_PARTITIONS, Offset::Beginning);
-    consumer.assign(&tpl)?;
+    consumer.assign(&tpl).await?;
     let (ready_tx, ready_rx) = oneshot::channel();
     let receiver = tokio::spawn(async move {
         for _ in 0..LATENCY_PARTITIONS {

@@ -368,7 +368,7 @@ async fn read_changelog(bootstrap: &str, topic: &str, partitions: i32) -> Result
             remaining += high;
         }
     }
-    consumer.assign(&tpl)?;
+    consumer.assign(&tpl).await?;
     let mut census = Census::default();
     let mut held = vec![0u64; partitions as usize];
     let mut keys: HashSet<Vec<u8>> = HashSet::new();

@@ -162,7 +162,7 @@ async fn raw_trial(bootstrap: &str, args: &W1Args, expected: &HashMap<String, u6
             .bootstrap_servers(bootstrap)
             .group_id("w1-raw"),
     ))?;
-    consumer.assign(&tpl(args))?;
+    consumer.assign(&tpl(args)).await?;
     let mut counts: HashMap<String, u64> = HashMap::new();
     let mut count = |m: &rdkafka_async::Message| -> Result<()> {
         let tx: Transaction = serde_json::from_slice(m.payload().unwrap_or_default())?;

@@ -275,7 +275,7 @@ async fn faust_broker_serves_clients_and_stops_on_sigterm() {
         Consumer::new(config.group_id("cli-test").enable_auto_commit(false)).expect("a consumer");
     let mut tpl = TopicPartitionList::new();
     tpl.add("t", 2, Offset::At(delivery.offset));
-    consumer.assign(&tpl).expect("assign");
+    consumer.assign(&tpl).await.expect("assign");
     let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
         .await
         .expect("a record in time")

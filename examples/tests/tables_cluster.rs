@@ -521,7 +521,7 @@ struct TableReader {
 }
 
 impl TableReader {
-    fn new(bootstrap: &str) -> Self {
+    async fn new(bootstrap: &str) -> Self {
         let consumer = Consumer::new(
             ClientConfig::new()
                 .bootstrap_servers(bootstrap)
@@ -533,7 +533,7 @@ impl TableReader {
         for p in 0..TASKS {
             tpl.add(CHANGELOG, p, Offset::Beginning);
         }
-        consumer.assign(&tpl).expect("assign");
+        consumer.assign(&tpl).await.expect("assign");
         Self {
             consumer,
             offsets: Offsets::new(bootstrap),
@@ -701,7 +701,7 @@ async fn read_all(bootstrap: &str, topic: &str) -> Vec<(i32, i64, Vec<u8>)> {
     for p in 0..TASKS {
         tpl.add(topic, p, Offset::Beginning);
     }
-    consumer.assign(&tpl).expect("assign");
+    consumer.assign(&tpl).await.expect("assign");
     let mut consumer = consumer;
     let mut positions = vec![0i64; TASKS as usize];
     let mut out = Vec::new();
@@ -907,7 +907,7 @@ async fn kill_and_join(reference: Reference) {
     );
     // A commit follows the flush of the tables: once everything is committed, the
     // changelog is complete.
-    let mut reader = TableReader::new(&bootstrap);
+    let mut reader = TableReader::new(&bootstrap).await;
     let table = reader.catch_up().await.clone();
     let source = Repartitioned::read(&bootstrap).await;
     let duplicated = source.duplicated();
@@ -1010,7 +1010,7 @@ async fn kill_and_join(reference: Reference) {
         offsets.all_committed().await,
         "the final commits moved backwards"
     );
-    let mut again = TableReader::new(&bootstrap);
+    let mut again = TableReader::new(&bootstrap).await;
     let table = again.catch_up().await;
     assert!(
         table == expected,
@@ -1052,7 +1052,7 @@ async fn a_restart_replays_only_the_changelog_tail() {
     let producer = producer(&bootstrap);
     let dir = tempfile::tempdir().expect("a dir");
     let mut expected = BTreeMap::new();
-    let mut reader = TableReader::new(&bootstrap);
+    let mut reader = TableReader::new(&bootstrap).await;
     let timeout = Duration::from_secs(if large() { 600 } else { 180 });
 
     let mut first = Worker::start("worker-1", &bootstrap, dir.path());
@@ -1206,7 +1206,7 @@ async fn a_killed_owner_s_standby_takes_over() {
     let mut expected = BTreeMap::new();
     send_events(&producer, 0..events, users).await;
     oracle(0..events, users, &mut expected);
-    let mut reader = TableReader::new(&bootstrap);
+    let mut reader = TableReader::new(&bootstrap).await;
     reader.wait_for(&expected, timeout).await;
     offsets.wait_all_committed(timeout).await;
     reader.catch_up().await;
@@ -1446,7 +1446,7 @@ async fn a_joining_worker_moves_about_p_over_n_tasks_and_the_others_keep_process
     let mut expected = BTreeMap::new();
     oracle(0..sent, users, &mut expected);
     offsets.wait_all_committed(timeout).await;
-    let mut reader = TableReader::new(&bootstrap);
+    let mut reader = TableReader::new(&bootstrap).await;
     let table = reader.catch_up().await.clone();
     if table != expected {
         let source = Repartitioned::read(&bootstrap).await;

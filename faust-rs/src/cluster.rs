@@ -170,7 +170,9 @@ pub(crate) struct ClusterConfig {
 
 impl ClusterService {
     /// Starts publishing this worker's record and reading everyone's.
-    pub(crate) fn start(
+    ///
+    /// Cancel safety: not cancel safe (the consumer is lost).
+    pub(crate) async fn start(
         config: ClusterConfig,
         consumer: Consumer,
         producer: Producer,
@@ -179,7 +181,7 @@ impl ClusterService {
     ) -> crate::error::Result<Self> {
         let mut tpl = TopicPartitionList::new();
         tpl.add(&config.topic, 0, Offset::Beginning);
-        consumer.assign(&tpl)?;
+        consumer.assign(&tpl).await?;
         let (tx, rx) = watch::channel(ClusterMap {
             tasks: config.tasks,
             workers: BTreeMap::new(),
@@ -273,7 +275,7 @@ async fn run(
                         map.send_modify(|c| c.apply(m.offset(), &key, m.payload(), now_ms()));
                     }
                 }
-                Ok(ConsumerEvent::Rebalance(r)) => { let _ = r.complete(); }
+                Ok(ConsumerEvent::Rebalance(r)) => { let _ = r.complete().await; }
                 Err(err) => tracing::warn!(%err, "cluster map reader"),
             },
         }

@@ -100,7 +100,7 @@ impl Conductor {
         let mut topics = self.rt.sources.topics();
         let initial = topics.borrow_and_update().clone();
         self.set_sources(initial).await;
-        match self.consumer.subscribe(&[self.tasks_topic.as_str()]) {
+        match self.consumer.subscribe(&[self.tasks_topic.as_str()]).await {
             Ok(()) => tracing::info!(tasks = %self.tasks_topic, "joined the group"),
             Err(err) => self.rt.fail(err.into()),
         }
@@ -179,7 +179,7 @@ impl Conductor {
             self.sources.insert(t, n);
         }
         if !tpl.is_empty() {
-            if let Err(err) = self.consumer.incremental_assign(&tpl) {
+            if let Err(err) = self.consumer.incremental_assign(&tpl).await {
                 self.rt.fail(err.into());
                 return;
             }
@@ -301,7 +301,7 @@ impl Conductor {
             tpl.add(&t, sp, offset);
         }
         if !tpl.is_empty() {
-            if let Err(err) = self.consumer.incremental_assign(&tpl) {
+            if let Err(err) = self.consumer.incremental_assign(&tpl).await {
                 tracing::error!(partition = p, %err, "assigning the task's partitions failed");
                 self.rt.fail(err.into());
                 return;
@@ -539,7 +539,7 @@ impl Conductor {
             .map(|tp| tp.partition)
             .collect();
         if r.kind() == RebalanceKind::Assign {
-            if let Err(err) = r.complete() {
+            if let Err(err) = r.complete().await {
                 tracing::error!(%err, "applying the rebalance failed");
             }
             for p in tasks {
@@ -565,7 +565,7 @@ impl Conductor {
             }
         }
         if !tpl.is_empty() {
-            if let Err(err) = self.consumer.incremental_unassign(&tpl) {
+            if let Err(err) = self.consumer.incremental_unassign(&tpl).await {
                 tracing::error!(%err, "unassigning the revoked tasks' partitions failed");
             }
         }
@@ -610,7 +610,7 @@ impl Conductor {
         if !revoked.is_empty() {
             self.call_hooks(false, &revoked);
         }
-        if let Err(err) = r.complete() {
+        if let Err(err) = r.complete().await {
             tracing::error!(%err, "applying the rebalance failed");
         }
         self.rt.on_tasks_changed(&self.active_tasks());

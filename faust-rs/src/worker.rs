@@ -296,19 +296,22 @@ impl App {
                 Some(u) => u.clone(),
                 None => format!("http://{a}"),
             });
-            Some(ClusterService::start(
-                ClusterConfig {
-                    topic,
-                    id: worker_id(),
-                    url,
-                    tasks,
-                    replicas: settings.table_standby_replicas,
-                },
-                reader,
-                producer.clone(),
-                active_rx,
-                recovery.clone(),
-            )?)
+            Some(
+                ClusterService::start(
+                    ClusterConfig {
+                        topic,
+                        id: worker_id(),
+                        url,
+                        tasks,
+                        replicas: settings.table_standby_replicas,
+                    },
+                    reader,
+                    producer.clone(),
+                    active_rx,
+                    recovery.clone(),
+                )
+                .await?,
+            )
         } else {
             None
         };

@@ -307,7 +307,7 @@ async fn changelog_of(
         .expect("watermarks");
     let mut tpl = TopicPartitionList::new();
     tpl.add(topic, p, Offset::Beginning);
-    consumer.assign(&tpl).expect("assign");
+    consumer.assign(&tpl).await.expect("assign");
     let mut out: Vec<(Option<Vec<u8>>, bool)> = Vec::new();
     let mut read = 0;
     while read < high {

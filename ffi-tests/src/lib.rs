@@ -150,10 +150,10 @@ pub async fn wait_for_assignment(
             match consumer.next_event().await? {
                 ConsumerEvent::Rebalance(r) if r.kind() == RebalanceKind::Assign => {
                     let parts = r.partitions().clone();
-                    r.complete()?;
+                    r.complete().await?;
                     return anyhow::Ok(parts);
                 }
-                ConsumerEvent::Rebalance(r) => r.complete()?,
+                ConsumerEvent::Rebalance(r) => r.complete().await?,
                 ConsumerEvent::Message(m) => bail!("message before any assignment: {m:?}"),
             }
         }
@@ -231,4 +231,11 @@ pub fn thread_names() -> anyhow::Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// Whether the tests run under valgrind (`ffi-tests/valgrind.sh` sets
+/// `FFI_TESTS_UNDER_VALGRIND=1`). Valgrind runs one thread at a time, many times slower:
+/// tests then skip checks of how long something took, and keep every other check.
+pub fn under_valgrind() -> bool {
+    std::env::var_os("FFI_TESTS_UNDER_VALGRIND").is_some_and(|v| v == "1")
 }

@@ -104,18 +104,24 @@ async fn member(
         };
         match r.kind() {
             RebalanceKind::Assign => {
-                r.complete().unwrap();
+                r.complete().await.unwrap();
                 if strategy == Strategy::Tasks && !translated.is_empty() {
-                    consumer.incremental_assign(&tpl(&translated)).unwrap();
+                    consumer
+                        .incremental_assign(&tpl(&translated))
+                        .await
+                        .unwrap();
                 }
                 let mut h = held.lock().unwrap();
                 h.entry(id).or_default().extend(translated);
             }
             RebalanceKind::Revoke => {
                 if strategy == Strategy::Tasks && !translated.is_empty() {
-                    consumer.incremental_unassign(&tpl(&translated)).unwrap();
+                    consumer
+                        .incremental_unassign(&tpl(&translated))
+                        .await
+                        .unwrap();
                 }
-                r.complete().unwrap();
+                r.complete().await.unwrap();
                 *revoked.lock().unwrap().entry(id).or_default() += translated.len();
                 let mut h = held.lock().unwrap();
                 let mine = h.entry(id).or_default();
@@ -128,6 +134,7 @@ async fn member(
     // What librdkafka holds matches what the member thinks it holds.
     let assignment: BTreeSet<(String, i32)> = consumer
         .assignment()
+        .await
         .unwrap()
         .iter()
         .filter(|tp| tp.topic != "t")
@@ -193,7 +200,7 @@ async fn run(strategy: Strategy) -> Vec<(bool, usize)> {
     for id in 0..MEMBERS {
         let before: usize = revoked.lock().unwrap().values().sum();
         let consumer = Consumer::new(config(&cluster, &group, strategy)).unwrap();
-        consumer.subscribe(topics).unwrap();
+        consumer.subscribe(topics).await.unwrap();
         let (tx, rx) = oneshot::channel();
         stops.push(tx);
         tasks.push(tokio::spawn(member(
@@ -245,9 +252,11 @@ async fn tasks_co_partition_and_move_only_what_moves() {
         let share = 2 * PARTITIONS as usize / members + 2;
         assert!(*revoked <= share, "tasks: join {} revoked {revoked}", i + 1);
     }
-    // Range: co-partitioned but eager: joins revoke everything the others held.
+    // Range: co-partitioned but eager: joins revoke everything the others held. At least
+    // that: a member that answers the rebalance late (a loaded machine) makes the group
+    // take a second round, which revokes again what the first round had assigned.
     assert!(of(Strategy::Range).iter().all(|(co, _)| *co));
     assert!(of(Strategy::Range)[1..]
         .iter()
-        .all(|(_, r)| *r == 2 * PARTITIONS as usize));
+        .all(|(_, r)| *r >= 2 * PARTITIONS as usize));
 }

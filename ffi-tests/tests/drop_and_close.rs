@@ -93,7 +93,7 @@ async fn handles() -> anyhow::Result<(Vec<Handle>, DeliveryFuture)> {
         expected.push(value.into_bytes());
     }
     let mut consumer = Consumer::new(fx.consumer_config(&unique_name("drops")))?;
-    consumer.subscribe(&[&fx.topic])?;
+    consumer.subscribe(&[&fx.topic]).await?;
     wait_for_assignment(&mut consumer, Duration::from_secs(30)).await?;
     let mut messages = Vec::new();
     for _ in 0..KEPT {
@@ -309,7 +309,7 @@ async fn drops_never_block_the_runtime() -> anyhow::Result<()> {
 async fn joined_consumer(fx: &Fixture) -> anyhow::Result<Consumer> {
     // Auto-commit on (the default): close tries a final commit, the worst case.
     let mut consumer = Consumer::new(fx.consumer_config(&unique_name("close")))?;
-    consumer.subscribe(&[&fx.topic])?;
+    consumer.subscribe(&[&fx.topic]).await?;
     wait_for_assignment(&mut consumer, Duration::from_secs(30)).await?;
     let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
     ensure!(m.payload() == Some(&b"before the outage"[..]));
@@ -410,6 +410,10 @@ async fn close_with_all_brokers_down_is_bounded() -> anyhow::Result<()> {
         short_drop < DROP_BOUND,
         "dropping a consumer whose close timed out took {short_drop:?}"
     );
+    if ffi_tests::under_valgrind() {
+        // Valgrind serialises threads: gaps of the ticker measure valgrind, not us.
+        return Ok(());
+    }
     ensure!(
         max_gap < Duration::from_millis(300),
         "the runtime stalled for {max_gap:?} while closing"
@@ -444,7 +448,7 @@ fn messages_outlive_consumer_and_runtime() -> anyhow::Result<()> {
             expected.push(value.into_bytes());
         }
         let mut consumer = Consumer::new(fx.consumer_config(&unique_name("outlive")))?;
-        consumer.subscribe(&[&fx.topic])?;
+        consumer.subscribe(&[&fx.topic]).await?;
         let mut kept = Vec::new();
         for want in expected {
             let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;

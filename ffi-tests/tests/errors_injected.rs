@@ -400,7 +400,7 @@ async fn expect_lost_then_reassigned(consumer: &mut Consumer) {
             match consumer.next_event().await {
                 Ok(ConsumerEvent::Rebalance(r)) => {
                     let (kind, lost) = (r.kind(), r.is_lost());
-                    r.complete().expect("complete the rebalance");
+                    r.complete().await.expect("complete the rebalance");
                     match kind {
                         RebalanceKind::Revoke => {
                             assert!(lost, "the revocation after the error is a loss");
@@ -425,7 +425,7 @@ async fn drive_until_assigned(consumer: &mut Consumer) {
             match consumer.next_event().await {
                 Ok(ConsumerEvent::Rebalance(r)) => {
                     let kind = r.kind();
-                    r.complete().expect("complete the rebalance");
+                    r.complete().await.expect("complete the rebalance");
                     if kind == RebalanceKind::Assign {
                         return;
                     }
@@ -467,7 +467,7 @@ async fn commit_errors_resolve_every_commit_future_once_with_their_code() {
             .set("heartbeat.interval.ms", "300"),
     )
     .unwrap();
-    consumer.subscribe(&["commits"]).unwrap();
+    consumer.subscribe(&["commits"]).await.unwrap();
     consume_one(&mut consumer).await;
 
     let at = commit_list;
@@ -600,7 +600,7 @@ async fn commit_survives_an_unavailable_coordinator() {
             .set("heartbeat.interval.ms", "300"),
     )
     .unwrap();
-    consumer.subscribe(&["commits"]).unwrap();
+    consumer.subscribe(&["commits"]).await.unwrap();
     consume_one(&mut consumer).await;
     commit(&consumer, 1).await.expect("plain commit");
 

@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use ffi_tests::{init_tracing, unique_name, wait_for_assignment, wait_until, Fixture};
+use ffi_tests::{init_tracing, unique_name, wait_for_assignment, wait_until_async, Fixture};
 use rdkafka_async::sys::rd_kafka_resp_err_t;
 use rdkafka_async::{
     ClientConfig, Consumer, ConsumerEvent, Offset, Producer, RebalanceKind, Record,
@@ -42,10 +42,10 @@ async fn idle_consumer_stays_in_group() -> anyhow::Result<()> {
     init_tracing();
     let fx = Fixture::new(1, 2)?;
     let mut consumer = Consumer::new(idle_config(&fx))?;
-    consumer.subscribe(&[&fx.topic])?;
+    consumer.subscribe(&[&fx.topic]).await?;
     let assigned = wait_for_assignment(&mut consumer, Duration::from_secs(30)).await?;
     ensure!(assigned.len() == 2, "assigned {assigned:?}");
-    let member = consumer.member_id();
+    let member = consumer.member_id().await?;
     ensure!(!member.is_empty(), "no member id after joining");
 
     // Idle inside next_event for 3 x max.poll.interval.ms (+ a margin): letting this
@@ -71,10 +71,10 @@ async fn idle_consumer_stays_in_group() -> anyhow::Result<()> {
         start.elapsed()
     );
     ensure!(
-        consumer.member_id() == member,
+        consumer.member_id().await? == member,
         "the member id changed: it left and rejoined"
     );
-    let now = consumer.assignment()?;
+    let now = consumer.assignment().await?;
     ensure!(
         now.len() == assigned.len(),
         "assignment went from {assigned:?} to {now:?}"
@@ -107,7 +107,10 @@ async fn idle_consumer_stays_in_group() -> anyhow::Result<()> {
             == Some(Offset::At(m.offset() + 1)),
         "committed offsets {committed:?}"
     );
-    ensure!(consumer.member_id() == member, "the member id changed");
+    ensure!(
+        consumer.member_id().await? == member,
+        "the member id changed"
+    );
     drop(m);
     tokio::time::timeout(Duration::from_secs(30), consumer.close()).await??;
     Ok(())
@@ -118,20 +121,20 @@ async fn consumer_not_polled_leaves_group() -> anyhow::Result<()> {
     init_tracing();
     let fx = Fixture::new(1, 2)?;
     let mut consumer = Consumer::new(idle_config(&fx))?;
-    consumer.subscribe(&[&fx.topic])?;
+    consumer.subscribe(&[&fx.topic]).await?;
     wait_for_assignment(&mut consumer, Duration::from_secs(30)).await?;
     ensure!(
-        !consumer.member_id().is_empty(),
+        !consumer.member_id().await?.is_empty(),
         "no member id after joining"
     );
 
     // Not polled from now on. librdkafka resets the member id when it makes the member
     // leave for exceeding max.poll.interval.ms.
     let start = Instant::now();
-    wait_until(
+    wait_until_async(
         3 * INTERVAL + Duration::from_secs(5),
         "the unpolled member left",
-        || consumer.member_id().is_empty(),
+        || async { consumer.member_id().await.is_ok_and(|id| id.is_empty()) },
     )
     .await?;
     println!(
@@ -161,7 +164,7 @@ async fn consumer_not_polled_leaves_group() -> anyhow::Result<()> {
                     ensure!(r.is_lost(), "the revocation should be a loss: {r:?}");
                     lost_revoke = true;
                 }
-                r.complete()?;
+                r.complete().await?;
             }
             Ok(Ok(ConsumerEvent::Message(m))) => bail!("a message on an empty topic: {m:?}"),
         }

@@ -55,7 +55,7 @@ fn config(fx: &Fixture, group: &str, auto_commit: bool, auto_store: bool) -> Cli
 /// receives (the topic is full, so one always comes).
 async fn next_member_starts_at(fx: &Fixture, group: &str) -> anyhow::Result<i64> {
     let mut next = Consumer::new(config(fx, group, false, false))?;
-    next.subscribe(&[&fx.topic])?;
+    next.subscribe(&[&fx.topic]).await?;
     let first = tokio::time::timeout(DEADLINE, async {
         loop {
             let m = next.recv().await?;
@@ -87,7 +87,7 @@ async fn receive_then_end(
     fill(&fx).await?;
     let group = unique_name("store");
     let mut consumer = Consumer::new(config(&fx, &group, auto_commit, auto_store))?;
-    consumer.subscribe(&[&fx.topic])?;
+    consumer.subscribe(&[&fx.topic]).await?;
     for expected in 0..RECEIVED {
         let m = tokio::time::timeout(DEADLINE, consumer.recv())
             .await
@@ -141,7 +141,7 @@ async fn partition_queue_resumes_at_the_first_message_not_received() -> anyhow::
     fill(&fx).await?;
     let group = unique_name("split");
     let mut consumer = Consumer::new(config(&fx, &group, true, true))?;
-    consumer.subscribe(&[&fx.topic])?;
+    consumer.subscribe(&[&fx.topic]).await?;
     wait_for_assignment(&mut consumer, DEADLINE).await?;
     let mut queue = consumer.split_partition_queue(&fx.topic, 0)?;
     for expected in 0..RECEIVED {

@@ -235,7 +235,7 @@ async fn run_member(
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> Result<(), Error> {
     let mut consumer = Consumer::new(config)?;
-    consumer.subscribe(&[TOPIC])?;
+    consumer.subscribe(&[TOPIC]).await?;
     world.record(Entry::Phase("member started"), |s| {
         s.owned.insert(id, BTreeSet::new());
     });
@@ -264,7 +264,7 @@ async fn run_member(
                     Some(Command::Stall) => stall = true,
                     Some(Command::Leave) | None => {
                         leaving = true;
-                        consumer.unsubscribe()?;
+                        consumer.unsubscribe().await?;
                         if owned.is_empty() {
                             break;
                         }
@@ -325,7 +325,7 @@ async fn run_member(
                                 s.owned.insert(id, now);
                             },
                         );
-                        r.complete()?;
+                        r.complete().await?;
                     }
                     RebalanceKind::Revoke => {
                         let lost = r.is_lost();
@@ -360,7 +360,7 @@ async fn run_member(
                             processed.remove(p);
                         }
                         let now = owned.clone();
-                        r.complete()?;
+                        r.complete().await?;
                         // Published only once the change is applied.
                         world.record(Entry::Phase("revocation completed"), |s| {
                             s.owned.insert(id, now);
@@ -1103,7 +1103,7 @@ async fn members_without_partitions_get_empty_rebalances() {
             Consumer::new(config.clone()).unwrap(),
         ];
         for m in &members {
-            m.subscribe(&["single"]).unwrap();
+            m.subscribe(&["single"]).await.unwrap();
         }
         // Partitions each member owns, and whether an empty assignment was handed out.
         let mut owned = [0usize; 2];
@@ -1125,7 +1125,7 @@ async fn members_without_partitions_get_empty_rebalances() {
                             RebalanceKind::Assign => owned[i] += n,
                             RebalanceKind::Revoke => owned[i] -= n,
                         }
-                        r.complete().unwrap();
+                        r.complete().await.unwrap();
                     }
                 }
             },
@@ -1179,12 +1179,12 @@ fn close_round_body(round: usize) {
             .session_timeout(Duration::from_millis(2000))
             .set("heartbeat.interval.ms", "200");
         let mut first = Consumer::new(config.clone()).unwrap();
-        first.subscribe(&["single"]).unwrap();
+        first.subscribe(&["single"]).await.unwrap();
         within("the first member's assignment", PHASE_TIMEOUT, async {
             loop {
                 if let ConsumerEvent::Rebalance(r) = first.next_event().await.unwrap() {
                     let n = r.partitions().len();
-                    r.complete().unwrap();
+                    r.complete().await.unwrap();
                     if n > 0 {
                         return;
                     }
@@ -1193,7 +1193,7 @@ fn close_round_body(round: usize) {
         })
         .await;
         let mut second = Consumer::new(config).unwrap();
-        second.subscribe(&["single"]).unwrap();
+        second.subscribe(&["single"]).await.unwrap();
         // The second member is assigned (one of them has the partition, the other
         // nothing).
         let mut assigned = [false; 2];
@@ -1212,7 +1212,7 @@ fn close_round_body(round: usize) {
                         }
                         RebalanceKind::Revoke => owned[i] -= r.partitions().len(),
                     }
-                    r.complete().unwrap();
+                    r.complete().await.unwrap();
                 }
             }
         })

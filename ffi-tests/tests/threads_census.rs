@@ -81,7 +81,7 @@ fn only_tokio_and_librdkafka_threads() -> anyhow::Result<()> {
     rt.block_on(async {
         let producer = Producer::new(fx.producer_config())?;
         let mut consumer = Consumer::new(fx.consumer_config(&unique_name("census")))?;
-        consumer.subscribe(&[&fx.topic])?;
+        consumer.subscribe(&[&fx.topic]).await?;
         let admin = Admin::new(fx.base_config())?;
 
         // The consumer receives in its own task, and stays inside `recv` during the census.

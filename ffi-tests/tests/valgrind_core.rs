@@ -86,7 +86,7 @@ async fn produce_consume_commit_round_trip() {
     produce(&producer, "round-trip", 2, 5).await;
 
     let mut consumer = Consumer::new(group_config(&cluster, "round-trip")).unwrap();
-    consumer.subscribe(&["round-trip"]).unwrap();
+    consumer.subscribe(&["round-trip"]).await.unwrap();
     let messages = recv_n(&mut consumer, 10).await;
     for m in &messages {
         let expected = format!("round-trip-{}-{}", m.partition(), m.offset());
@@ -164,7 +164,7 @@ async fn injected_errors_resolve_every_future() {
     assert_eq!(producer.outstanding_slots(), 0);
 
     let mut consumer = Consumer::new(group_config(&cluster, "errors")).unwrap();
-    consumer.subscribe(&["errors"]).unwrap();
+    consumer.subscribe(&["errors"]).await.unwrap();
     recv_n(&mut consumer, 1).await;
     let mut tpl = TopicPartitionList::new();
     tpl.add("errors", 0, Offset::At(1));
@@ -190,28 +190,50 @@ async fn injected_errors_resolve_every_future() {
     within("close", DEADLINE, consumer.close()).await.unwrap();
 }
 
-/// Runs a member until it has been assigned `want` partitions, committing on revocation.
+/// Applies one event of a member: counts what it owns, commits on revocation.
+async fn on_event(consumer: &mut Consumer, owned: &mut usize, event: ConsumerEvent) {
+    let ConsumerEvent::Rebalance(r) = event else {
+        return;
+    };
+    let n = r.partitions().len();
+    match r.kind() {
+        RebalanceKind::Assign => *owned += n,
+        RebalanceKind::Revoke => {
+            *owned -= n;
+            let mut tpl = TopicPartitionList::new();
+            for tp in r.partitions() {
+                tpl.add(&tp.topic, tp.partition, Offset::At(1));
+            }
+            // The mock may refuse it (REBALANCE_IN_PROGRESS); either way the future
+            // resolves.
+            let _ = consumer.commit(&tpl).await;
+        }
+    }
+    r.complete().await.expect("complete");
+}
+
+/// Runs a member until it has been assigned `want` partitions.
 async fn member_until(consumer: &mut Consumer, owned: &mut usize, want: usize) {
     while *owned != want {
-        match consumer.next_event().await.expect("event") {
-            ConsumerEvent::Rebalance(r) => {
-                let n = r.partitions().len();
-                match r.kind() {
-                    RebalanceKind::Assign => *owned += n,
-                    RebalanceKind::Revoke => {
-                        *owned -= n;
-                        let mut tpl = TopicPartitionList::new();
-                        for tp in r.partitions() {
-                            tpl.add(&tp.topic, tp.partition, Offset::At(1));
-                        }
-                        // The mock may refuse it (REBALANCE_IN_PROGRESS); either way the
-                        // future resolves.
-                        let _ = consumer.commit(&tpl).await;
-                    }
-                }
-                r.complete().expect("complete");
-            }
-            ConsumerEvent::Message(_) => {}
+        let event = consumer.next_event().await.expect("event");
+        on_event(consumer, owned, event).await;
+    }
+}
+
+/// Runs two members until each owns `want` partitions, polling both all the while. A
+/// member that stopped polling once it had its share would never apply the revocation of
+/// a further round (the group takes one whenever a member answers late, which a slow
+/// run under valgrind makes likely), and the other member would wait for that round
+/// until `max.poll.interval.ms`.
+async fn members_until(
+    (a, a_owned): (&mut Consumer, &mut usize),
+    (b, b_owned): (&mut Consumer, &mut usize),
+    want: usize,
+) {
+    while *a_owned != want || *b_owned != want {
+        tokio::select! {
+            event = a.next_event() => on_event(a, a_owned, event.expect("event")).await,
+            event = b.next_event() => on_event(b, b_owned, event.expect("event")).await,
         }
     }
 }
@@ -226,7 +248,7 @@ async fn eager_rebalance_light() {
         .assignment_strategy(AssignmentStrategy::Range)
         .session_timeout(Duration::from_millis(3000));
     let mut a = Consumer::new(config.clone()).unwrap();
-    a.subscribe(&["light"]).unwrap();
+    a.subscribe(&["light"]).await.unwrap();
     let mut a_owned = 0;
     within(
         "A to own both partitions",
@@ -235,14 +257,13 @@ async fn eager_rebalance_light() {
     )
     .await;
     let mut b = Consumer::new(config).unwrap();
-    b.subscribe(&["light"]).unwrap();
+    b.subscribe(&["light"]).await.unwrap();
     let mut b_owned = 0;
-    within("A and B to own one partition each", DEADLINE, async {
-        tokio::join!(
-            member_until(&mut a, &mut a_owned, 1),
-            member_until(&mut b, &mut b_owned, 1)
-        )
-    })
+    within(
+        "A and B to own one partition each",
+        DEADLINE,
+        members_until((&mut a, &mut a_owned), (&mut b, &mut b_owned), 1),
+    )
     .await;
     assert_eq!(a.outstanding_slots() + b.outstanding_slots(), 0);
     within("close B", DEADLINE, b.close()).await.unwrap();
@@ -258,7 +279,7 @@ async fn drop_paths() {
 
     // Messages outlive their consumer, which is dropped without `close`.
     let mut consumer = Consumer::new(group_config(&cluster, "dropped")).unwrap();
-    consumer.subscribe(&["dropped"]).unwrap();
+    consumer.subscribe(&["dropped"]).await.unwrap();
     let kept = recv_n(&mut consumer, 3).await;
     let queue = consumer.split_partition_queue("dropped", 0).unwrap();
     drop(consumer);

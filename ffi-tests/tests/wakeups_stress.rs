@@ -124,7 +124,7 @@ impl Source for Consumer {
                 ConsumerEvent::Message(m) => return Ok(m),
                 ConsumerEvent::Rebalance(r) => {
                     println!("rebalance while reading: {r:?}");
-                    r.complete()?;
+                    r.complete().await?;
                 }
             }
         }
@@ -387,7 +387,7 @@ async fn stress(split: bool) -> anyhow::Result<()> {
     } else {
         None
     };
-    consumer.subscribe(&[&fx.topic])?;
+    consumer.subscribe(&[&fx.topic]).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let producer_stats = count_statistics(producer.statistics(), stop_rx.clone());

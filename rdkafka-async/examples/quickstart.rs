@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
             .group_id("quickstart")
             .auto_offset_reset(OffsetReset::Earliest),
     )?;
-    consumer.subscribe(&["greetings"])?;
+    consumer.subscribe(&["greetings"]).await?;
     for _ in 0..10 {
         let m = consumer.recv().await?;
         let text = String::from_utf8_lossy(m.payload().unwrap_or_default());

@@ -9,9 +9,9 @@ use std::task::Waker;
 use tokio::sync::{watch, Notify};
 
 use crate::config::{set_native, ClientConfig};
+use crate::delivery::{delivery_result, Delivery};
 use crate::error::{Error, Result};
 use crate::native::{cstr_to_string, NativePtr};
-use crate::producer::Delivery;
 use crate::queue::{Event, IoQueue, Readiness};
 use crate::slots::{opaque_to_key, Slots};
 use crate::stats::Statistics;
@@ -30,6 +30,9 @@ pub(crate) enum Kind {
 #[derive(Debug)]
 pub(crate) struct NativeClient {
     rk: Option<NativePtr<sys::rd_kafka_t>>,
+    /// The consumer's close was already made (bounded) by this crate: destroying must not
+    /// make librdkafka's own, which waits without a bound for the group to answer.
+    closed: AtomicBool,
 }
 
 impl NativeClient {
@@ -43,6 +46,10 @@ impl NativeClient {
 impl Drop for NativeClient {
     fn drop(&mut self) {
         let Some(rk) = self.rk.take() else { return };
+        let rk = Destroying {
+            rk: Some(rk),
+            closed: self.closed.load(Ordering::Acquire),
+        };
         match tokio::runtime::Handle::try_current() {
             // `rd_kafka_destroy` joins librdkafka's threads: keep it off the workers. If
             // the runtime is shutting down the closure is dropped instead, which destroys
@@ -50,6 +57,25 @@ impl Drop for NativeClient {
             Ok(handle) => drop(handle.spawn_blocking(move || drop(rk))),
             Err(_) => drop(rk),
         }
+    }
+}
+
+/// An `rd_kafka_t` on its way to `rd_kafka_destroy_flags`.
+struct Destroying {
+    rk: Option<NativePtr<sys::rd_kafka_t>>,
+    closed: bool,
+}
+
+impl Drop for Destroying {
+    fn drop(&mut self) {
+        let Some(rk) = self.rk.take() else { return };
+        let flags = if self.closed {
+            sys::RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE
+        } else {
+            0
+        };
+        // SAFETY: an owned, valid handle, not used afterwards.
+        unsafe { sys::rd_kafka_destroy_flags(rk.into_raw(), flags) };
     }
 }
 
@@ -111,13 +137,18 @@ impl Client {
             return Err(Error::ClientCreation(cstr_to_string(errstr.as_ptr())));
         };
         conf.into_raw(); // now owned by `rk`
-                         // SAFETY: valid handle; a null queue routes logs to the main queue.
-        Error::check(unsafe { sys::rd_kafka_set_log_queue(rk.ptr(), std::ptr::null_mut()) })?;
+                         // Owned from here on, so that a failure below destroys it off the runtime too.
+        let native = NativeClient {
+            rk: Some(rk),
+            closed: AtomicBool::new(false),
+        };
+        // SAFETY: valid handle; a null queue routes logs to the main queue.
+        Error::check(unsafe { sys::rd_kafka_set_log_queue(native.ptr(), std::ptr::null_mut()) })?;
         // SAFETY: valid handle; both calls return new queue handles we own.
         let (main, replies) = unsafe {
             (
-                NativePtr::from_ptr(sys::rd_kafka_queue_get_main(rk.ptr())),
-                NativePtr::from_ptr(sys::rd_kafka_queue_new(rk.ptr())),
+                NativePtr::from_ptr(sys::rd_kafka_queue_get_main(native.ptr())),
+                NativePtr::from_ptr(sys::rd_kafka_queue_new(native.ptr())),
             )
         };
         let (Some(main), Some(replies)) = (main, replies) else {
@@ -137,7 +168,7 @@ impl Client {
             stats: watch::channel(None).0,
             fatal: watch::channel(None).0,
             kind,
-            native: NativeClient { rk: Some(rk) },
+            native,
         });
         tokio::spawn(drive(client.clone()));
         Ok(client)
@@ -167,6 +198,12 @@ impl Client {
     /// A watch that turns `Some` when librdkafka reports a fatal error.
     pub(crate) fn fatal_error(&self) -> watch::Receiver<Option<Error>> {
         self.fatal.subscribe()
+    }
+
+    /// The consumer's close has been made (or given up on, after its bound): destroying
+    /// the handle skips librdkafka's own close, which has no bound.
+    pub(crate) fn mark_consumer_closed(&self) {
+        self.native.closed.store(true, Ordering::Release);
     }
 
     /// Tells the driver that no user handle is left: it finishes outstanding work and
@@ -255,30 +292,6 @@ impl Client {
             self.deliveries.complete_many(results, wakers);
         }
         total
-    }
-}
-
-/// The outcome of one message in a delivery report.
-fn delivery_result(m: &sys::rd_kafka_message_t) -> Result<Delivery> {
-    let mut ts_type = sys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
-    // SAFETY: valid message.
-    let ts = unsafe { sys::rd_kafka_message_timestamp(m, &mut ts_type) };
-    if m.err == sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        Ok(Delivery {
-            partition: m.partition,
-            offset: m.offset,
-            timestamp: (ts >= 0).then_some(ts),
-        })
-    } else {
-        // SAFETY: valid message; the topic handle lives as long as the message.
-        let topic = cstr_to_string(unsafe { sys::rd_kafka_topic_name(m.rkt) });
-        let code = crate::ErrorCode::from(m.err);
-        Err(Error::Partition {
-            topic,
-            partition: m.partition,
-            code,
-            message: code.description(),
-        })
     }
 }
 

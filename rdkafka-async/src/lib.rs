@@ -22,7 +22,7 @@
 //! println!("delivered at {:?}", delivery.await?);
 //!
 //! let mut consumer = Consumer::new(config.group_id("demo").set("auto.offset.reset", "earliest"))?;
-//! consumer.subscribe(&["greetings"])?;
+//! consumer.subscribe(&["greetings"]).await?;
 //! let message = consumer.recv().await?;
 //! assert_eq!(message.payload(), Some(&b"hello"[..]));
 //! consumer.close().await?;
@@ -33,6 +33,7 @@
 pub use rdkafka_sys as sys;
 
 mod client;
+mod delivery;
 mod native;
 mod queue;
 mod slots;

@@ -11,22 +11,12 @@ use tokio::sync::watch;
 
 use crate::client::{Client, Kind};
 use crate::config::ClientConfig;
+pub use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::native::NativePtr;
 use crate::slots::key_to_opaque;
 use crate::stats::Statistics;
 use crate::sys;
-
-/// Where a message was stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Delivery {
-    /// The partition.
-    pub partition: i32,
-    /// The message's offset.
-    pub offset: i64,
-    /// The message's timestamp (ms since the epoch), if known.
-    pub timestamp: Option<i64>,
-}
 
 /// A record to produce, borrowing its bytes (librdkafka copies them).
 ///

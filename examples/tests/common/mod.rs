@@ -408,11 +408,12 @@ impl Collector {
         for p in 0..partitions {
             tpl.add(topic, p, Offset::Beginning);
         }
-        consumer.assign(&tpl).expect("assign");
         let records = Arc::new(Mutex::new(Vec::new()));
         let sink = records.clone();
         let task = tokio::spawn(async move {
             let mut consumer = consumer;
+            // From the beginning: nothing is missed by assigning in the task.
+            consumer.assign(&tpl).await.expect("assign");
             loop {
                 match consumer.recv().await {
                     Ok(m) => {

@@ -208,7 +208,7 @@ impl Reader {
                             self.readings.clear();
                         }
                     }
-                    Ok(ConsumerEvent::Rebalance(r)) => { let _ = r.complete(); }
+                    Ok(ConsumerEvent::Rebalance(r)) => { let _ = r.complete().await; }
                     Err(err) => tracing::warn!(%err, "changelog reader"),
                 },
             }
@@ -291,7 +291,7 @@ impl Reader {
         if !done || role != Role::Restoring(high) {
             let mut tpl = TopicPartitionList::new();
             tpl.add(&topic, p, Offset::At(start));
-            self.consumer.incremental_assign(&tpl)?;
+            self.consumer.incremental_assign(&tpl).await?;
             self.readings.insert(
                 key,
                 Reading {
@@ -401,7 +401,7 @@ impl Reader {
             }
         }
         if !tpl.is_empty() {
-            self.consumer.incremental_unassign(&tpl)?;
+            self.consumer.incremental_unassign(&tpl).await?;
         }
         let tables: Vec<Arc<dyn TableCore>> = self
             .cores
@@ -427,7 +427,7 @@ impl Reader {
             match self.consumer.try_next_event() {
                 Some(Ok(ConsumerEvent::Message(m))) => messages.push(m),
                 Some(Ok(ConsumerEvent::Rebalance(r))) => {
-                    let _ = r.complete();
+                    let _ = r.complete().await;
                 }
                 Some(Err(err)) => tracing::warn!(%err, "changelog reader"),
                 None => break,
@@ -542,7 +542,7 @@ impl Reader {
                 let mut r = self.readings.remove(key).expect("present");
                 let mut tpl = TopicPartitionList::new();
                 tpl.add(&key.0, key.1, Offset::Invalid);
-                if let Err(err) = self.consumer.incremental_unassign(&tpl) {
+                if let Err(err) = self.consumer.incremental_unassign(&tpl).await {
                     tracing::warn!(%err, "unassigning a restored changelog");
                 }
                 if let Some(pending) = self.restores.get_mut(&p) {

@@ -348,7 +348,7 @@ pub(crate) async fn read_topic(
     for p in 0..partitions {
         tpl.add(topic, p, Offset::Beginning);
     }
-    consumer.assign(&tpl).expect("assign");
+    consumer.assign(&tpl).await.expect("assign");
     let mut out: BTreeMap<i32, Vec<Message>> = BTreeMap::new();
     let mut got = 0;
     let deadline = tokio::time::Instant::now() + DEADLINE;
