@@ -66,12 +66,36 @@ pub(crate) struct NativePtr<T: Destroy> {
     ptr: NonNull<T>,
 }
 
-// SAFETY: librdkafka objects have no thread affinity; this crate only mutates them
-// through `&mut` or through librdkafka calls that are documented as thread-safe
-// (handles, queues, the mock cluster).
+/// librdkafka objects that its documentation lets several threads use at once: the
+/// client handle, its topic handles and its queues ("all librdkafka APIs are thread safe"
+/// for `rd_kafka_t`; queues are locked internally), the mock cluster (its own thread serves it under a
+/// lock), and a message, which this crate only reads once it is handed out. Everything
+/// else (configurations, partition lists, admin requests, events, errors, metadata) is
+/// owned by one thread at a time: `Send`, not `Sync`.
+///
+/// # Safety
+///
+/// Only for types whose every C function this crate calls through a shared reference
+/// is thread safe.
+pub(crate) unsafe trait ThreadSafe {}
+
+// SAFETY: documented thread safe (see the trait).
+unsafe impl ThreadSafe for sys::rd_kafka_t {}
+// SAFETY: as above.
+unsafe impl ThreadSafe for sys::rd_kafka_queue_t {}
+// SAFETY: as above.
+unsafe impl ThreadSafe for sys::rd_kafka_mock_cluster_t {}
+// SAFETY: a topic handle is refcounted and locked inside librdkafka; producing through
+// it from several threads is its documented use.
+unsafe impl ThreadSafe for sys::rd_kafka_topic_t {}
+// SAFETY: read only once handed out (see the trait).
+unsafe impl ThreadSafe for sys::rd_kafka_message_t {}
+
+// SAFETY: librdkafka objects have no thread affinity: any thread may use or free one it
+// owns.
 unsafe impl<T: Destroy> Send for NativePtr<T> {}
-// SAFETY: as above; shared references only reach read-only or thread-safe C calls.
-unsafe impl<T: Destroy> Sync for NativePtr<T> {}
+// SAFETY: only for the types librdkafka lets threads share (`ThreadSafe`).
+unsafe impl<T: Destroy + ThreadSafe> Sync for NativePtr<T> {}
 
 impl<T: Destroy> NativePtr<T> {
     /// Takes ownership of `ptr`; `None` if it is null.
