@@ -538,6 +538,10 @@ impl Drop for Consumer {
             self.shared.client.release();
             return;
         }
+        // Whatever becomes of the close below (a runtime shutting down drops the task
+        // before it runs), destroying the handle must not start librdkafka's own close,
+        // which has no bound.
+        self.shared.client.mark_consumer_closed();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 let (shared, readiness) = (self.shared.clone(), self.readiness.clone());
@@ -551,10 +555,7 @@ impl Drop for Consumer {
             // No runtime to bound a close with: the handle is destroyed (when the last
             // message goes) without one, and the group drops the member after
             // `session.timeout.ms`; librdkafka's own close could wait forever.
-            Err(_) => {
-                self.shared.client.mark_consumer_closed();
-                self.shared.client.release();
-            }
+            Err(_) => self.shared.client.release(),
         }
     }
 }
