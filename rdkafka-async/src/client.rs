@@ -30,9 +30,6 @@ pub(crate) enum Kind {
 #[derive(Debug)]
 pub(crate) struct NativeClient {
     rk: Option<NativePtr<sys::rd_kafka_t>>,
-    /// The consumer's close was already made (bounded) by this crate: destroying must not
-    /// make librdkafka's own, which waits without a bound for the group to answer.
-    closed: AtomicBool,
 }
 
 impl NativeClient {
@@ -46,10 +43,6 @@ impl NativeClient {
 impl Drop for NativeClient {
     fn drop(&mut self) {
         let Some(rk) = self.rk.take() else { return };
-        let rk = Destroying {
-            rk: Some(rk),
-            closed: self.closed.load(Ordering::Acquire),
-        };
         match tokio::runtime::Handle::try_current() {
             // `rd_kafka_destroy` joins librdkafka's threads: keep it off the workers. If
             // the runtime is shutting down the closure is dropped instead, which destroys
@@ -57,25 +50,6 @@ impl Drop for NativeClient {
             Ok(handle) => drop(handle.spawn_blocking(move || drop(rk))),
             Err(_) => drop(rk),
         }
-    }
-}
-
-/// An `rd_kafka_t` on its way to `rd_kafka_destroy_flags`.
-struct Destroying {
-    rk: Option<NativePtr<sys::rd_kafka_t>>,
-    closed: bool,
-}
-
-impl Drop for Destroying {
-    fn drop(&mut self) {
-        let Some(rk) = self.rk.take() else { return };
-        let flags = if self.closed {
-            sys::RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE
-        } else {
-            0
-        };
-        // SAFETY: an owned, valid handle, not used afterwards.
-        unsafe { sys::rd_kafka_destroy_flags(rk.into_raw(), flags) };
     }
 }
 
@@ -138,10 +112,7 @@ impl Client {
         };
         conf.into_raw(); // now owned by `rk`
                          // Owned from here on, so that a failure below destroys it off the runtime too.
-        let native = NativeClient {
-            rk: Some(rk),
-            closed: AtomicBool::new(false),
-        };
+        let native = NativeClient { rk: Some(rk) };
         // SAFETY: valid handle; a null queue routes logs to the main queue.
         Error::check(unsafe { sys::rd_kafka_set_log_queue(native.ptr(), std::ptr::null_mut()) })?;
         // SAFETY: valid handle; both calls return new queue handles we own.
@@ -198,12 +169,6 @@ impl Client {
     /// A watch that turns `Some` when librdkafka reports a fatal error.
     pub(crate) fn fatal_error(&self) -> watch::Receiver<Option<Error>> {
         self.fatal.subscribe()
-    }
-
-    /// The consumer's close has been made (or given up on, after its bound): destroying
-    /// the handle skips librdkafka's own close, which has no bound.
-    pub(crate) fn mark_consumer_closed(&self) {
-        self.native.closed.store(true, Ordering::Release);
     }
 
     /// Tells the driver that no user handle is left: it finishes outstanding work and

@@ -21,9 +21,6 @@ pub(super) async fn leave_group(
     readiness: &Readiness,
     timeout: Duration,
 ) -> Result<()> {
-    // Whatever happens below, destroying the handle must not start librdkafka's own
-    // close, which waits without a bound.
-    shared.client.mark_consumer_closed();
     // SAFETY: valid handle and queue; the close continues on that queue.
     Error::from_rd_error(unsafe {
         sys::rd_kafka_consumer_close_queue(shared.client.ptr(), shared.control.ptr())

@@ -538,10 +538,10 @@ impl Drop for Consumer {
             self.shared.client.release();
             return;
         }
-        // Whatever becomes of the close below (a runtime shutting down drops the task
-        // before it runs), destroying the handle must not start librdkafka's own close,
-        // which has no bound.
-        self.shared.client.mark_consumer_closed();
+        // After this close, librdkafka's own close (made by `rd_kafka_destroy`, without a
+        // bound) finds the consumer closed and returns at once. Destroying with
+        // `RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE` instead is not safe: librdkafka asserts
+        // (`rd_kafka_cgrp_terminated`) if an assignment is still being applied.
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 let (shared, readiness) = (self.shared.clone(), self.readiness.clone());
@@ -552,9 +552,8 @@ impl Drop for Consumer {
                     shared.client.release();
                 });
             }
-            // No runtime to bound a close with: the handle is destroyed (when the last
-            // message goes) without one, and the group drops the member after
-            // `session.timeout.ms`; librdkafka's own close could wait forever.
+            // No runtime to run a bounded close on: destroying the handle (when the last
+            // message goes) makes librdkafka's own close, on the thread that drops it.
             Err(_) => self.shared.client.release(),
         }
     }
